@@ -51,9 +51,7 @@ def install_supabase_shim(conn: psycopg.Connection[Any]) -> None:
     _run_collecting_notices(conn, supabase_shim_sql())
 
 
-def apply_presence_sql(
-    conn: psycopg.Connection[Any], *, schema: bool = True
-) -> list[str]:
+def apply_presence_sql(conn: psycopg.Connection[Any], *, schema: bool = True) -> list[str]:
     """Apply ``schema.sql`` (optional) and every migration in order.
 
     Returns the NOTICE messages raised (e.g. why the pg_cron job was not scheduled).

@@ -42,9 +42,7 @@ def find_bindir() -> Path:
         candidates.append(env)
     candidates.extend(_DEFAULT_BINDIRS)
     if pg_config := shutil.which("pg_config"):
-        out = subprocess.run(
-            [pg_config, "--bindir"], capture_output=True, text=True, check=False
-        )
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
         candidates.append(out.stdout.strip())
     for candidate in candidates:
         if candidate and (Path(candidate) / "initdb").is_file():
@@ -131,13 +129,9 @@ class PostgresCluster:
         """True between a successful :meth:`start` and :meth:`stop`."""
         return self.datadir is not None
 
-    def _run(
-        self, args: list[str], *, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
+    def _run(self, args: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = args if self._os_user is None else ["runuser", "-u", self._os_user, "--", *args]
-        result = subprocess.run(
-            cmd, capture_output=True, text=True, check=False, cwd=self._root
-        )
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=self._root)
         if check and result.returncode != 0:
             msg = f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}{result.stderr}"
             raise ClusterError(msg)
@@ -167,8 +161,10 @@ class PostgresCluster:
             self._run(
                 [
                     str(bindir / "initdb"),
-                    "-D", str(datadir),
-                    "-U", self.superuser,
+                    "-D",
+                    str(datadir),
+                    "-U",
+                    self.superuser,
                     "--auth=trust",
                     "--encoding=UTF8",
                     "--locale=C",
@@ -193,7 +189,11 @@ class PostgresCluster:
             "log_timezone": "'UTC'",
         }
         if not self.durable:
-            conf |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+            conf |= {
+                "fsync": "off",
+                "synchronous_commit": "off",
+                "full_page_writes": "off",
+            }
         if self.pg_cron:
             conf |= {
                 "shared_preload_libraries": "'pg_cron'",
@@ -220,9 +220,13 @@ class PostgresCluster:
             result = self._run(
                 [
                     str(bindir / "pg_ctl"),
-                    "-D", str(datadir),
-                    "-l", str(self._root / "server.log"),
-                    "-w", "-t", "60",
+                    "-D",
+                    str(datadir),
+                    "-l",
+                    str(self._root / "server.log"),
+                    "-w",
+                    "-t",
+                    "60",
                     "start",
                 ],
                 check=False,
@@ -232,7 +236,9 @@ class PostgresCluster:
                 logger.info("PostgreSQL started on %s:%s in %s", self.host, port, datadir)
                 return
             log = self.server_log()
-            last_error = ClusterError(f"pg_ctl start failed:\n{result.stdout}{result.stderr}\n{log}")
+            last_error = ClusterError(
+                f"pg_ctl start failed:\n{result.stdout}{result.stderr}\n{log}"
+            )
             if self.port:
                 break
         assert last_error is not None
@@ -249,7 +255,15 @@ class PostgresCluster:
         """Stop the server (fast, no checkpoint wait) and delete the directory."""
         if self.datadir is not None and self.bindir is not None:
             self._run(
-                [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "-w", "stop"],
+                [
+                    str(self.bindir / "pg_ctl"),
+                    "-D",
+                    str(self.datadir),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "stop",
+                ],
                 check=False,
             )
         self.datadir = None
@@ -262,10 +276,7 @@ class PostgresCluster:
         if not self.running:
             msg = "the cluster is not running"
             raise ClusterError(msg)
-        return (
-            f"host={self.host} port={self.port} dbname={dbname} "
-            f"user={user or self.superuser}"
-        )
+        return f"host={self.host} port={self.port} dbname={dbname} user={user or self.superuser}"
 
     def connect(
         self, dbname: str = "postgres", *, autocommit: bool = True

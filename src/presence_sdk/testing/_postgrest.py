@@ -23,7 +23,12 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from presence_sdk.testing._jwt import DEFAULT_JWT_SECRET, JWTError, decode_jwt, make_token
+from presence_sdk.testing._jwt import (
+    DEFAULT_JWT_SECRET,
+    JWTError,
+    decode_jwt,
+    make_token,
+)
 
 __all__ = ["PostgRESTEmulator", "PostgRESTError", "call_rpc", "http_status_for"]
 
@@ -82,16 +87,16 @@ class _Signature:
     returns_composite: bool
 
 
-def _signature(
-    conn: psycopg.Connection[Any], fn: str, arg_names: frozenset[str]
-) -> _Signature:
+def _signature(conn: psycopg.Connection[Any], fn: str, arg_names: frozenset[str]) -> _Signature:
     """Find the public function PostgREST would pick for these argument names.
 
     Looked up on every call (no cache): tests drop and re-create functions, and a
     missing function must answer PGRST202 as a freshly reloaded PostgREST would.
     """
-    rows = conn.cursor(row_factory=tuple_row).execute(
-        """
+    rows = (
+        conn.cursor(row_factory=tuple_row)
+        .execute(
+            """
         SELECT coalesce(p.proargnames, '{}'), coalesce(p.proargmodes::text[], '{}'),
                (SELECT array_agg(format_type(t, NULL) ORDER BY o)
                 FROM unnest(p.proallargtypes) WITH ORDINALITY AS a (t, o)),
@@ -103,8 +108,10 @@ def _signature(
         JOIN pg_type AS t ON t.oid = p.prorettype
         WHERE n.nspname = 'public' AND p.proname = %s
         """,
-        (fn,),
-    ).fetchall()
+            (fn,),
+        )
+        .fetchall()
+    )
     for names, modes, all_types, in_types, n_defaults, retset, composite in rows:
         in_names = [n for i, n in enumerate(names) if not modes or modes[i] in ("i", "b")]
         types = all_types if modes else in_types
@@ -112,7 +119,9 @@ def _signature(
         required = set(in_names[: len(in_names) - n_defaults])
         if required <= arg_names <= set(in_names):
             return _Signature(
-                args=tuple((n, t) for n, t in zip(in_names, in_types_, strict=True) if n in arg_names),
+                args=tuple(
+                    (n, t) for n, t in zip(in_names, in_types_, strict=True) if n in arg_names
+                ),
                 returns_set=retset,
                 returns_composite=composite,
             )
@@ -234,7 +243,10 @@ class PostgRESTEmulator:
     def user_token(self, user_id: str, *, expires_in: float = 3600) -> str:
         """An access token for a signed-in user, as GoTrue would issue it."""
         return make_token(
-            "authenticated", user_id=user_id, expires_in=expires_in, secret=self.jwt_secret
+            "authenticated",
+            user_id=user_id,
+            expires_in=expires_in,
+            secret=self.jwt_secret,
         )
 
     def _connection(self) -> psycopg.Connection[Any]:
@@ -260,7 +272,9 @@ class PostgRESTEmulator:
             self.requests.append(request.url.path)
         try:
             if request.method != "POST" or match is None:
-                raise PostgRESTError(404, "PGRST205", f"no route for {request.method} {request.url.path}")
+                raise PostgRESTError(
+                    404, "PGRST205", f"no route for {request.method} {request.url.path}"
+                )
             claims = self._claims(request)
             try:
                 params = json.loads(request.content or b"{}")
@@ -269,7 +283,11 @@ class PostgRESTEmulator:
             if not isinstance(params, dict):
                 raise PostgRESTError(400, "PGRST102", "Empty or invalid json")
             result = call_rpc(
-                self._connection(), match["fn"], params, role=claims["role"], claims=claims
+                self._connection(),
+                match["fn"],
+                params,
+                role=claims["role"],
+                claims=claims,
             )
         except PostgRESTError as err:
             return httpx.Response(err.status, json=err.body())

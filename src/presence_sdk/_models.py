@@ -1,0 +1,160 @@
+"""Immutable values returned by presence_sdk (parsed from the presence RPCs)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+__all__ = [
+    "OnlinePage",
+    "Presence",
+    "SetupCheck",
+    "SetupReport",
+    "Status",
+    "StatusCounts",
+]
+
+#: A presence status as stored in ``public.users.status``.
+Status = Literal["online", "away", "busy", "offline"]
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Presence:
+    """The presence of one user, exact at the moment the server answered.
+
+    Attributes:
+        user_id: The user's id.
+        status: Effective status: the reported one while online, else ``"offline"``.
+        online: True if the last heartbeat is younger than the timeout and the user
+            has not left.
+        last_heartbeat: Server time of the last heartbeat or leave (None: never).
+        last_seen: When the user was last known to be present (same instant as
+            ``last_heartbeat``; kept separate so the meaning stays stable).
+        online_since: Start of the current online session (None when offline).
+    """
+
+    user_id: uuid.UUID
+    status: Status
+    online: bool
+    last_heartbeat: datetime | None
+    last_seen: datetime | None
+    online_since: datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Presence:
+        """Build from one row of ``public.user_presence`` (as JSON)."""
+        return cls(
+            user_id=uuid.UUID(str(row["user_id"])),
+            status=row["status"],
+            online=bool(row["online"]),
+            last_heartbeat=_parse_time(row.get("last_heartbeat")),
+            last_seen=_parse_time(row.get("last_seen")),
+            online_since=_parse_time(row.get("online_since")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StatusCounts:
+    """Number of (visible) users per effective status."""
+
+    online: int
+    away: int
+    busy: int
+    offline: int
+
+    @property
+    def total(self) -> int:
+        """All users counted."""
+        return self.online + self.away + self.busy + self.offline
+
+    @property
+    def present(self) -> int:
+        """Users who are not offline (online, away or busy)."""
+        return self.online + self.away + self.busy
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OnlinePage:
+    """One page of online users, ordered by user id.
+
+    Attributes:
+        users: The users on this page.
+        next_after: Pass as ``after=`` to get the next page; None on the last page.
+    """
+
+    users: tuple[Presence, ...]
+    next_after: uuid.UUID | None
+
+    def __iter__(self) -> Iterator[Presence]:
+        return iter(self.users)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SetupCheck:
+    """One finding of :func:`presence_sdk.verify_setup`.
+
+    Attributes:
+        name: Short stable identifier, e.g. ``"cron.job.schedule"``.
+        ok: Whether this part of the setup is right.
+        detail: What was found.
+        fix: How to fix it (empty when ``ok``).
+    """
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SetupReport:
+    """The result of :func:`presence_sdk.verify_setup`: every check, passed or not.
+
+    Attributes:
+        checks: All checks, in a stable order.
+        raw: The JSON the setup report RPC returned (for debugging), if any.
+    """
+
+    checks: tuple[SetupCheck, ...]
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when every check passed."""
+        return all(check.ok for check in self.checks)
+
+    @property
+    def problems(self) -> tuple[SetupCheck, ...]:
+        """The checks that failed."""
+        return tuple(check for check in self.checks if not check.ok)
+
+    def __str__(self) -> str:
+        lines = [f"presence setup: {'OK' if self.ok else f'{len(self.problems)} problem(s)'}"]
+        for check in self.checks:
+            lines.append(f"  [{'ok' if check.ok else 'FAIL'}] {check.name}: {check.detail}")
+            if not check.ok and check.fix:
+                lines.append(f"         fix: {check.fix}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (used by ``presence-sdk verify --json``)."""
+        return {
+            "ok": self.ok,
+            "checks": [
+                {"name": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix} for c in self.checks
+            ],
+        }
