@@ -25,6 +25,7 @@ from presence_sdk.testing._bootstrap import (
     supabase_shim_sql,
 )
 from presence_sdk.testing._cluster import ClusterError, PostgresCluster, find_bindir
+from presence_sdk.testing._http import LocalPostgREST
 from presence_sdk.testing._jwt import (
     DEFAULT_JWT_SECRET,
     JWTError,
@@ -44,6 +45,7 @@ __all__ = [
     "DEFAULT_JWT_SECRET",
     "ClusterError",
     "JWTError",
+    "LocalPostgREST",
     "PostgRESTEmulator",
     "PostgRESTError",
     "PostgresCluster",
