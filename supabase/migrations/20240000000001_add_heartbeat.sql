@@ -29,6 +29,8 @@
 --   ALTER TABLE public.users DROP COLUMN IF EXISTS online_since,
 --                            DROP COLUMN IF EXISTS last_heartbeat;
 --   ALTER TABLE public.users RESET (fillfactor);
+--   ALTER TABLE public.users DROP CONSTRAINT users_status_check;
+--     (only when this migration added it, i.e. it is still NOT VALID)
 
 SET lock_timeout = '5s';
 SET statement_timeout = '60s';
@@ -62,6 +64,11 @@ $$;
 
 -- Sweep and "list online" touch only users who are not offline, so they cost in
 -- proportion to the online population, not to the whole table.
+-- Migrations run in a transaction, so this cannot be CREATE INDEX CONCURRENTLY: it
+-- blocks writes to users while it builds. On a big users table, create it first with
+--   CREATE INDEX CONCURRENTLY IF NOT EXISTS users_presence_active_idx
+--       ON public.users (id) WHERE status <> 'offline';
+-- outside a transaction; this statement then does nothing.
 CREATE INDEX IF NOT EXISTS users_presence_active_idx
     ON public.users (id)
     WHERE status <> 'offline';
@@ -85,7 +92,10 @@ COMMENT ON TABLE public.presence_config IS
 INSERT INTO public.presence_config (singleton) VALUES (true) ON CONFLICT (singleton) DO NOTHING;
 
 ALTER TABLE public.presence_config ENABLE ROW LEVEL SECURITY;
-REVOKE ALL ON TABLE public.presence_config FROM PUBLIC, anon, authenticated;
+-- Read-only for the API roles (Supabase's default privileges grant them ALL on new
+-- tables): the timings change only through public.presence_configure(), which also
+-- re-schedules the sweep.
+REVOKE ALL ON TABLE public.presence_config FROM PUBLIC, anon, authenticated, service_role;
 GRANT SELECT ON TABLE public.presence_config TO service_role;
 
 -- The sweep: makes the stored status catch up with what reads already derive.
@@ -126,13 +136,17 @@ DECLARE
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron') THEN
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = 'pg_cron') THEN
-            RAISE NOTICE 'presence: pg_cron is not available on this server; the job mark-inactive-users was not scheduled. Reads stay exact, but stored statuses will not be swept. On Supabase enable pg_cron (Database > Extensions), then run: SELECT public.presence_schedule_sweep();';
+            RAISE NOTICE 'presence: pg_cron is not available on this server; the job mark-inactive-users was not scheduled. Reads stay exact, but stored statuses will not be swept. Enable pg_cron (Supabase: Database > Extensions; self-hosted: install pg_cron, set shared_preload_libraries = ''pg_cron'' and cron.database_name = ''%'', restart), then run: SELECT public.presence_schedule_sweep();',
+                pg_catalog.current_database();
             RETURN NULL;
         END IF;
         BEGIN
-            CREATE EXTENSION IF NOT EXISTS pg_cron;
+            -- pg_cron is not relocatable and lives in pg_catalog (its 1.5+ control
+            -- file says so; 1.4 names no schema, and with search_path = '' CREATE
+            -- EXTENSION would have nowhere to go).
+            CREATE EXTENSION IF NOT EXISTS pg_cron WITH SCHEMA pg_catalog;
         EXCEPTION WHEN OTHERS THEN
-            RAISE NOTICE 'presence: pg_cron could not be enabled in database % (%); the job mark-inactive-users was not scheduled. pg_cron only runs in the database named by cron.database_name (on Supabase: postgres). Enable it there, then run: SELECT public.presence_schedule_sweep();',
+            RAISE NOTICE 'presence: pg_cron could not be enabled in database % (%); the job mark-inactive-users was not scheduled. Reads stay exact, but stored statuses will not be swept. pg_cron only runs in the database named by cron.database_name and must be in shared_preload_libraries (Supabase: enable it in Database > Extensions, in database postgres); then run: SELECT public.presence_schedule_sweep();',
                 pg_catalog.current_database(), SQLERRM;
             RETURN NULL;
         END;
@@ -141,7 +155,9 @@ BEGIN
     SELECT extversion INTO cron_version FROM pg_catalog.pg_extension WHERE extname = 'pg_cron';
     SELECT sweep_interval_seconds INTO period FROM public.presence_config;
 
-    IF pg_catalog.string_to_array(cron_version, '.')::integer[] >= ARRAY[1, 5] THEN
+    -- extversion is e.g. '1.6' or, for Debian's pg_cron 1.4.2, '1.4-1': compare the
+    -- leading major.minor only.
+    IF (pg_catalog.regexp_match(cron_version, '^(\d+)\.(\d+)'))::integer[] >= ARRAY[1, 5] THEN
         schedule := period || ' seconds';
     ELSE
         -- Cron syntax has no seconds field (a 6th field is silently ignored, so

@@ -60,7 +60,9 @@ CROSS JOIN LATERAL (
 COMMENT ON VIEW public.user_presence IS
     'Presence of each user, exact at read time. Respects the RLS of public.users.';
 
-REVOKE ALL ON TABLE public.user_presence FROM PUBLIC, anon;
+-- Supabase's default privileges grant the API roles ALL on new relations: keep only
+-- SELECT.
+REVOKE ALL ON TABLE public.user_presence FROM PUBLIC, anon, authenticated, service_role;
 GRANT SELECT ON TABLE public.user_presence TO authenticated, service_role;
 
 CREATE OR REPLACE FUNCTION public.presence_heartbeat(new_status text DEFAULT 'online')

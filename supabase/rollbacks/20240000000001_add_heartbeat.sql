@@ -1,5 +1,9 @@
 -- Rollback of 20240000000001_add_heartbeat. Idempotent. Run the rollbacks of later
 -- migrations first. Leaves the pg_cron extension installed (other jobs may use it).
+--
+-- A rollback removes what its migration added, so dropping is its purpose; it runs in
+-- a transaction, so the index cannot be dropped CONCURRENTLY.
+-- squawk-ignore-file ban-drop-function, ban-drop-table, ban-drop-column, require-concurrent-index-deletion
 SET lock_timeout = '5s';
 SET statement_timeout = '60s';
 
@@ -18,3 +22,18 @@ DROP TABLE IF EXISTS public.presence_config;
 ALTER TABLE public.users DROP COLUMN IF EXISTS online_since;
 ALTER TABLE public.users DROP COLUMN IF EXISTS last_heartbeat;
 ALTER TABLE public.users RESET (fillfactor);
+
+-- On an existing users table the migration added the status check NOT VALID; the
+-- check that schema.sql creates is validated and stays.
+DO $$
+BEGIN
+    IF EXISTS (
+        SELECT 1 FROM pg_catalog.pg_constraint
+        WHERE conrelid = 'public.users'::regclass
+          AND conname = 'users_status_check'
+          AND NOT convalidated
+    ) THEN
+        ALTER TABLE public.users DROP CONSTRAINT users_status_check;
+    END IF;
+END;
+$$;

@@ -1,5 +1,8 @@
 -- Rollback of 20240000000002_presence_api. Idempotent. Run the rollbacks of later
 -- migrations first.
+--
+-- A rollback removes what its migration added, so dropping is its purpose.
+-- squawk-ignore-file ban-drop-function, ban-drop-view
 SET lock_timeout = '5s';
 SET statement_timeout = '60s';
 

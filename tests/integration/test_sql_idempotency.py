@@ -1,0 +1,299 @@
+"""schema.sql + migrations are idempotent and their rollbacks undo them (real Postgres).
+
+Compares catalog snapshots (tables, columns, constraints, indexes, functions with
+their source and settings, views, policies, grants, triggers, comments, cron jobs)
+after each step, on the schema.sql layout and on an *existing* ``public.users`` that
+only has ``id uuid`` and ``status text``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from presence_sdk import migrations, rollback_schema_sql
+from presence_sdk.testing import (
+    PostgresCluster,
+    PresenceDatabase,
+    PresenceTestServer,
+    apply_presence_sql,
+    install_supabase_shim,
+)
+
+pytestmark = pytest.mark.integration
+
+JOB = "mark-inactive-users"
+
+SNAPSHOT_QUERIES = {
+    "relations": """
+        SELECT c.relname, c.relkind, c.reloptions, c.relrowsecurity, c.relforcerowsecurity,
+               coalesce(c.relacl::text[], '{}') AS acl,
+               obj_description(c.oid, 'pg_class') AS comment
+        FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public'
+        ORDER BY c.relname""",
+    "columns": """
+        SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) AS type,
+               a.attnotnull, pg_get_expr(d.adbin, d.adrelid) AS default_expr,
+               coalesce(a.attacl::text[], '{}') AS acl,
+               col_description(c.oid, a.attnum) AS comment
+        FROM pg_attribute AS a
+        JOIN pg_class AS c ON c.oid = a.attrelid
+        JOIN pg_namespace AS n ON n.oid = c.relnamespace
+        LEFT JOIN pg_attrdef AS d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE n.nspname = 'public' AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY c.relname, a.attname""",
+    "constraints": """
+        SELECT conrelid::regclass::text AS rel, conname, pg_get_constraintdef(oid) AS def,
+               convalidated
+        FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+        ORDER BY 1, 2""",
+    "indexes": """
+        SELECT tablename, indexname, indexdef FROM pg_indexes
+        WHERE schemaname = 'public' ORDER BY 1, 2""",
+    "functions": """
+        SELECT 'public.' || p.proname || '(' || oidvectortypes(p.proargtypes) || ')'
+                   AS signature,
+               pg_get_function_result(p.oid) AS result,
+               pg_get_function_arguments(p.oid) AS args, l.lanname, p.prosrc, p.proconfig,
+               p.prosecdef, p.provolatile, coalesce(p.proacl::text[], '{}') AS acl,
+               obj_description(p.oid, 'pg_proc') AS comment
+        FROM pg_proc AS p JOIN pg_language AS l ON l.oid = p.prolang
+        WHERE p.pronamespace = 'public'::regnamespace
+        ORDER BY 1""",
+    "views": "SELECT viewname, definition FROM pg_views WHERE schemaname = 'public' ORDER BY 1",
+    "policies": """
+        SELECT tablename, policyname, permissive, roles::text[] AS roles, cmd, qual, with_check
+        FROM pg_policies WHERE schemaname = 'public' ORDER BY 1, 2""",
+    "triggers": """
+        SELECT tgrelid::regclass::text AS rel, tgname, pg_get_triggerdef(oid) AS def
+        FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1, 2""",
+    "extensions": "SELECT extname, extversion FROM pg_extension ORDER BY 1",
+}
+CRON_QUERY = """
+    SELECT jobid, jobname, schedule, command, database, username, active
+    FROM cron.job ORDER BY jobid"""
+
+
+def snapshot(conn: psycopg.Connection[Any]) -> dict[str, list[dict[str, Any]]]:
+    """The catalog state the presence SQL is responsible for."""
+    result: dict[str, list[dict[str, Any]]] = {}
+    with conn.cursor(row_factory=dict_row) as cur:
+        for key, query in SNAPSHOT_QUERIES.items():
+            result[key] = cur.execute(query).fetchall()
+        has_cron = cur.execute("SELECT to_regclass('cron.job') IS NOT NULL AS x").fetchone()
+        assert has_cron is not None
+        result["cron_jobs"] = cur.execute(CRON_QUERY).fetchall() if has_cron["x"] else []
+    return result
+
+
+def without_jobids(snap: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """A re-created job gets a new jobid; everything else must match."""
+    return snap | {
+        "cron_jobs": [{k: v for k, v in j.items() if k != "jobid"} for j in snap["cron_jobs"]]
+    }
+
+
+def rollback_all(conn: psycopg.Connection[Any], *, schema: bool) -> None:
+    """Every migration rollback, newest first (each twice: they are idempotent)."""
+    for migration in reversed(migrations()):
+        conn.execute(migration.down)
+        conn.execute(migration.down)
+    if schema:
+        conn.execute(rollback_schema_sql())
+        conn.execute(rollback_schema_sql())
+
+
+def presence_objects(snap: dict[str, list[dict[str, Any]]]) -> list[str]:
+    return [f["signature"] for f in snap["functions"]] + [r["relname"] for r in snap["relations"]]
+
+
+@pytest.fixture
+def empty_db(presence_server: PresenceTestServer) -> Iterator[PresenceDatabase]:
+    """A database with only the Supabase shim (not a pg_cron database)."""
+    with presence_server.database(template=None) as db, db.connect() as conn:
+        install_supabase_shim(conn)
+        yield db
+
+
+def test_schema_and_migrations_applied_twice_leave_the_same_objects(
+    empty_db: PresenceDatabase,
+) -> None:
+    with empty_db.connect() as conn:
+        apply_presence_sql(conn)
+        first = snapshot(conn)
+        apply_presence_sql(conn)
+        second = snapshot(conn)
+    assert second == first
+    # Sanity: the snapshot really covers the presence objects.
+    assert {"users", "presence_config", "user_presence", "users_presence_active_idx"} <= {
+        r["relname"] for r in first["relations"]
+    }
+    assert "public.presence_heartbeat(text)" in presence_objects(first)
+    assert {p["policyname"] for p in first["policies"]} >= {
+        "users_select_authenticated",
+        "users_update_own",
+        "presence_config_read",
+    }
+
+
+def test_rollback_newest_first_removes_everything_and_reapply_works(
+    empty_db: PresenceDatabase,
+) -> None:
+    with empty_db.connect() as conn:
+        before = snapshot(conn)
+        apply_presence_sql(conn)
+        applied = snapshot(conn)
+        rollback_all(conn, schema=True)
+        assert snapshot(conn) == before
+        apply_presence_sql(conn)
+        assert snapshot(conn) == applied
+
+
+def test_migration_rollback_keeps_users_and_reapply_restores_the_api(
+    empty_db: PresenceDatabase,
+) -> None:
+    with empty_db.connect() as conn:
+        apply_presence_sql(conn)
+        applied = snapshot(conn)
+        alice = empty_db.create_user()
+        rollback_all(conn, schema=False)
+        rolled_back = snapshot(conn)
+        columns = [c["attname"] for c in rolled_back["columns"] if c["relname"] == "users"]
+        assert "last_heartbeat" not in columns
+        assert "status" in columns
+        assert rolled_back["functions"] == [
+            f for f in applied["functions"] if f["signature"] == "public.handle_new_auth_user()"
+        ]
+        rows = conn.execute("SELECT id::text, status FROM public.users").fetchall()
+        assert rows == [(alice, "offline")]
+        apply_presence_sql(conn, schema=False)
+        assert snapshot(conn) == applied
+    # The API works again after the round trip.
+    assert empty_db.rpc("presence_heartbeat", {}, user_id=alice) is not None
+    assert empty_db.rpc("presence_is_online", {"user_id": alice}, user_id=alice) is True
+
+
+def test_reapplying_on_the_cron_database_keeps_one_job(
+    presence_cron_db: PresenceDatabase,
+) -> None:
+    with presence_cron_db.connect() as conn:
+        first = snapshot(conn)
+        assert [j["jobname"] for j in first["cron_jobs"]].count(JOB) == 1
+        try:
+            apply_presence_sql(conn)
+            apply_presence_sql(conn)
+            # Same jobid too: cron.schedule() updated the job in place.
+            assert snapshot(conn) == first
+        finally:
+            conn.execute("SELECT public.presence_schedule_sweep()")
+
+
+def test_rollback_on_the_cron_database_unschedules_and_reapply_reschedules(
+    presence_cron_db: PresenceDatabase,
+) -> None:
+    with presence_cron_db.connect() as conn:
+        applied = snapshot(conn)
+        try:
+            rollback_all(conn, schema=False)
+            after = snapshot(conn)
+            assert [j for j in after["cron_jobs"] if j["jobname"] == JOB] == []
+            assert "public.mark_inactive_users_offline()" not in presence_objects(after)
+            # pg_cron stays installed: other jobs may use it.
+            assert any(e["extname"] == "pg_cron" for e in after["extensions"])
+        finally:
+            apply_presence_sql(conn, schema=False)
+        assert without_jobids(snapshot(conn)) == without_jobids(applied)
+
+
+EXISTING_USERS = [
+    ("00000000-0000-4000-8000-000000000001", "online"),
+    ("00000000-0000-4000-8000-000000000002", "offline"),
+    ("00000000-0000-4000-8000-000000000003", None),
+    ("00000000-0000-4000-8000-000000000004", "idle"),  # not a presence status
+]
+
+
+def make_existing_users_table(conn: psycopg.Connection[Any]) -> None:
+    """A users table made by hand, before presence_sdk: only id and status."""
+    conn.execute("CREATE TABLE public.users (id uuid PRIMARY KEY, status text)")
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO public.users (id, status) VALUES (%s, %s)", EXISTING_USERS)
+
+
+def users_rows(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    return conn.execute("SELECT id::text, status FROM public.users ORDER BY id").fetchall()
+
+
+def check_existing_users_round_trip(conn: psycopg.Connection[Any]) -> list[str]:
+    """Migrations twice, rollback, re-apply on a hand-made users table; returns notices."""
+    make_existing_users_table(conn)
+    original = snapshot(conn)
+    notices = apply_presence_sql(conn, schema=False)
+    applied = snapshot(conn)
+    notices += apply_presence_sql(conn, schema=False)
+    assert snapshot(conn) == applied
+    assert users_rows(conn) == sorted(EXISTING_USERS)
+    constraint = [c for c in applied["constraints"] if c["conname"] == "users_status_check"]
+    assert constraint
+    assert constraint[0]["convalidated"] is False  # old rows are not rescanned
+    rollback_all(conn, schema=False)
+    assert without_jobids(snapshot(conn)) == without_jobids(original)
+    assert users_rows(conn) == sorted(EXISTING_USERS)
+    notices += apply_presence_sql(conn, schema=False)
+    assert without_jobids(snapshot(conn)) == without_jobids(applied)
+    return notices
+
+
+def test_existing_users_table_without_pg_cron_database(empty_db: PresenceDatabase) -> None:
+    with empty_db.connect() as conn:
+        notices = check_existing_users_round_trip(conn)
+        assert any("pg_cron could not be enabled" in n for n in notices), notices
+        # The presence API works on the hand-made table.
+        conn.execute(
+            "UPDATE public.users SET last_heartbeat = now() - interval '46 seconds' "
+            "WHERE status = 'online'"
+        )
+        # The stale 'online' row and the never-beating 'idle' row; NULL is left alone
+        # (it already reads as offline).
+        assert conn.execute("SELECT public.mark_inactive_users_offline()").fetchone() == (2,)
+        assert (
+            conn.execute(
+                "SELECT status, online FROM public.user_presence ORDER BY user_id"
+            ).fetchall()
+            == [("offline", False)] * 4
+        )
+    user = EXISTING_USERS[3][0]
+    empty_db.rpc("presence_heartbeat", {"new_status": "busy"}, user_id=user)
+    presence = empty_db.rpc("presence_get", {"user_ids": [user]}, user_id=user)
+    assert [(p["user_id"], p["status"], p["online"]) for p in presence] == [(user, "busy", True)]
+
+
+@pytest.fixture(scope="module")
+def spare_cron_cluster() -> Iterator[PostgresCluster]:
+    """A second cluster with pg_cron, whose cron database gets a hand-made users table."""
+    with PostgresCluster() as cluster:
+        yield cluster
+
+
+def test_existing_users_table_in_a_pg_cron_database(spare_cron_cluster: PostgresCluster) -> None:
+    with spare_cron_cluster.connect() as conn:
+        install_supabase_shim(conn)
+        # As on Supabase once pg_cron is enabled (the rollback leaves it installed).
+        conn.execute("CREATE EXTENSION pg_cron WITH SCHEMA pg_catalog")
+        check_existing_users_round_trip(conn)
+        jobs = conn.execute("SELECT schedule, command FROM cron.job WHERE jobname = %s", (JOB,))
+        schedules = jobs.fetchall()
+        version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'pg_cron'")
+        row = version.fetchone()
+    assert row is not None
+    assert row[0] == spare_cron_cluster.pg_cron_version
+    assert len(schedules) == 1
+    major, minor = (int(x) for x in re.findall(r"\d+", str(row[0]))[:2])
+    expected = "20 seconds" if (major, minor) >= (1, 5) else "* * * * *"
+    assert schedules == [(expected, "SELECT public.mark_inactive_users_offline()")]
