@@ -8,6 +8,11 @@ without the HTTP status; a non-JSON body (an HTML 502 page from a proxy) becomes
 ``APIError`` whose code is the status as a string. Both are handled here; transport
 errors (connect, read timeouts) are not wrapped by supabase-py and arrive as httpx
 exceptions.
+
+The heartbeat clients send their RPCs through the supabase client's own httpx session
+and read the response themselves, so :func:`from_response` sees what ``APIError``
+loses: the HTTP status and headers (``Retry-After`` of a 429) of JSON errors too.
+Errors of supabase-py's auth client (refreshing a session) are translated as well.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections.abc import Mapping
 import httpx
 import psycopg
 from postgrest.exceptions import APIError
+from supabase_auth.errors import AuthError, AuthRetryableError, AuthSessionMissingError
 
 from presence_sdk._exceptions import (
     AuthenticationError,
@@ -34,9 +40,11 @@ from presence_sdk._exceptions import (
 
 __all__ = [
     "from_api_error",
+    "from_auth_error",
     "from_http_status",
     "from_httpx_error",
     "from_psycopg_error",
+    "from_response",
     "from_sqlstate",
     "parse_retry_after",
     "translate",
@@ -45,6 +53,23 @@ __all__ = [
 _NOT_INSTALLED_HINT = (
     "The presence SQL is not installed here: apply the migrations "
     "(`presence-sdk migrate` or `supabase db push`) and run presence_sdk.verify_setup()."
+)
+
+
+def _not_installed_hint(server_hint: str | None) -> str:
+    # PostgREST's own PGRST202 hint ("try reloading the schema cache") is kept after ours.
+    if not server_hint or server_hint == _NOT_INSTALLED_HINT:
+        return _NOT_INSTALLED_HINT
+    return f"{_NOT_INSTALLED_HINT} (server hint: {server_hint})"
+
+
+# The API gateway in front of PostgREST (Kong on Supabase) answers a bad or missing API
+# key with a 401 whose JSON body has a message but no code; APIError drops the status,
+# so these are recognised by their message.
+_GATEWAY_AUTH_MESSAGES = (
+    "invalid api key",
+    "no api key found",
+    "invalid authentication credentials",
 )
 
 # SQLSTATE classes that describe the server's state, not the request: retrying helps.
@@ -90,7 +115,7 @@ def from_http_status(
     elif status == 403:
         cls = PermissionDeniedError
     elif status == 404 and code in (None, "PGRST202", "42883"):
-        cls, hint = NotInstalledError, hint or _NOT_INSTALLED_HINT
+        cls, hint = NotInstalledError, _not_installed_hint(hint)
     else:
         cls = RejectedError
     return cls(message, code=code, status=status, hint=hint, details=details)
@@ -111,7 +136,7 @@ def from_sqlstate(
         )
     cls: type[RequestError]
     if sqlstate in ("PGRST202", "42883"):
-        cls, hint = NotInstalledError, hint or _NOT_INSTALLED_HINT
+        cls, hint = NotInstalledError, _not_installed_hint(hint)
     elif sqlstate.startswith(("PGRST3", "28")):
         cls = AuthenticationError
     elif sqlstate == "42501":
@@ -134,8 +159,64 @@ def from_api_error(exc: APIError) -> RequestError:
         # Non-JSON body: postgrest-py put the HTTP status in `code`.
         return from_http_status(int(code), message, hint=exc.hint, details=details)
     if not code:
+        if any(text in message.lower() for text in _GATEWAY_AUTH_MESSAGES):
+            return AuthenticationError(message, hint=exc.hint, details=details)
         return RejectedError(message, hint=exc.hint, details=details)
     return from_sqlstate(code, message, hint=exc.hint, details=details)
+
+
+def from_response(response: httpx.Response) -> RequestError:
+    """Translate an HTTP error response from PostgREST (or a proxy in front of it).
+
+    Unlike ``APIError``, this keeps the status and headers of JSON errors: a 429 carries
+    ``Retry-After``, a 5xx with an unknown code is transient, a 401 is authentication.
+    A non-JSON body (an HTML 502/503 page) is classified by its status alone.
+    """
+    status = response.status_code
+    body: object = None
+    with contextlib.suppress(ValueError):
+        body = response.json()
+    if not isinstance(body, dict):
+        text = response.text.strip()
+        return from_http_status(
+            status,
+            f"HTTP {status} {response.reason_phrase}".strip(),
+            details=text[:500] or None,
+            headers=response.headers,
+        )
+    code = str(body.get("code") or "") or None
+    message = str(body.get("message") or body.get("msg") or f"HTTP {status}")
+    hint = body.get("hint")
+    hint = None if hint is None else str(hint)
+    details = body.get("details")
+    details = None if details is None else str(details)
+    if code is None or status in (401, 429):
+        # 401: PostgREST's answer to an anonymous caller (42501 for anon, PGRST301...).
+        return from_http_status(
+            status, message, code=code, hint=hint, details=details, headers=response.headers
+        )
+    error = from_sqlstate(code, message, hint=hint, details=details, status=status)
+    if type(error) is RejectedError and (status >= 500 or status in (408, 425)):
+        return TransientError(message, code=code, status=status, hint=hint, details=details)
+    return error
+
+
+def from_auth_error(exc: AuthError) -> RequestError:
+    """Translate an error of supabase-py's auth client (e.g. refreshing a session)."""
+    status = getattr(exc, "status", None)
+    status = status if isinstance(status, int) and status > 0 else None
+    code = str(exc.code) if exc.code else None
+    if isinstance(exc, AuthSessionMissingError):
+        return AuthenticationError(
+            "no signed-in session: sign the user in with the supabase client first",
+            code=code,
+            status=status,
+        )
+    if isinstance(exc, AuthRetryableError) or (status is not None and status >= 500):
+        return TransientError(f"auth server unavailable: {exc.message}", code=code, status=status)
+    if status == 429:
+        return RateLimitedError(f"auth server: {exc.message}", code=code)
+    return AuthenticationError(f"auth server refused: {exc.message}", code=code, status=status)
 
 
 def from_httpx_error(exc: httpx.HTTPError) -> RequestError:
@@ -165,6 +246,10 @@ def from_psycopg_error(exc: psycopg.Error) -> RequestError:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
         if "password authentication failed" in text or "no password supplied" in text:
             return AuthenticationError(f"could not log in to PostgreSQL: {text}", code="28P01")
+        if "no pg_hba.conf entry" in text or ('role "' in text and "does not exist" in text):
+            return AuthenticationError(f"could not log in to PostgreSQL: {text}", code="28000")
+        if 'database "' in text and "does not exist" in text:
+            return RejectedError(f"could not connect to PostgreSQL: {text}", code="3D000")
         return TransientError(f"could not connect to PostgreSQL: {text}")
     diag = exc.diag
     return from_sqlstate(
@@ -185,4 +270,12 @@ def translate(exc: BaseException) -> PresenceError:
         return from_httpx_error(exc)
     if isinstance(exc, psycopg.Error):
         return from_psycopg_error(exc)
+    if isinstance(exc, AuthError):
+        return from_auth_error(exc)
+    return _from_builtin(exc)
+
+
+def _from_builtin(exc: BaseException) -> RequestError:
+    if isinstance(exc, TimeoutError):  # asyncio.timeout() around a request
+        return TransientError("request timed out")
     return RequestError(f"unexpected error: {exc!r}")

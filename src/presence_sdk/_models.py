@@ -127,10 +127,17 @@ class SetupReport:
     Attributes:
         checks: All checks, in a stable order.
         raw: The JSON the setup report RPC returned (for debugging), if any.
+        sweep_period_seconds: The effective period of the pg_cron sweep job: the
+            longest time between two runs of its schedule (``20`` for
+            ``'20 seconds'``, ``1200`` for the broken ``'*/20 * * * * *'``), or None
+            when there is no job or its schedule is not understood.
+        schema_version: The presence schema version the database reports, if any.
     """
 
     checks: tuple[SetupCheck, ...]
     raw: Mapping[str, Any] = field(default_factory=dict)
+    sweep_period_seconds: int | None = None
+    schema_version: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -144,6 +151,8 @@ class SetupReport:
 
     def __str__(self) -> str:
         lines = [f"presence setup: {'OK' if self.ok else f'{len(self.problems)} problem(s)'}"]
+        if self.sweep_period_seconds is not None:
+            lines.append(f"  sweep period: {self.sweep_period_seconds} s")
         for check in self.checks:
             lines.append(f"  [{'ok' if check.ok else 'FAIL'}] {check.name}: {check.detail}")
             if not check.ok and check.fix:
@@ -154,6 +163,8 @@ class SetupReport:
         """A JSON-ready dict (used by ``presence-sdk verify --json``)."""
         return {
             "ok": self.ok,
+            "schema_version": self.schema_version,
+            "sweep_period_seconds": self.sweep_period_seconds,
             "checks": [
                 {"name": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix} for c in self.checks
             ],

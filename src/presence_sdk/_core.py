@@ -1,0 +1,740 @@
+"""The heartbeat logic shared by the sync and async clients, free of I/O.
+
+Sans-I/O: the logic is written as generators that *yield effects* (:class:`Call` an
+RPC, :class:`Refresh` the session, :class:`Sleep`, :class:`AuthCall`) and receive
+their outcome; the
+thin shells in :mod:`presence_sdk._sync` and :mod:`presence_sdk._async` perform the
+effects with a thread or an asyncio task (see :class:`Driver`). So the schedule,
+retries (tenacity's decision logic, driven step by step through
+``BaseRetrying.iter``), state machine and statistics exist once and are tested with a
+fake clock, without sockets, threads or event loops.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+from tenacity import DoAttempt, DoSleep, RetryCallState, Retrying, retry_if_exception
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base
+
+from presence_sdk._config import ACTIVE_STATUSES, DEFAULT_TIMEOUT, PresenceConfig, check_timing
+from presence_sdk._exceptions import (
+    AuthenticationError,
+    ConfigurationError,
+    InvalidInputError,
+    NotInstalledError,
+    PresenceError,
+    RateLimitedError,
+    RequestError,
+    TransientError,
+)
+from presence_sdk._queries import Query
+
+__all__ = [
+    "LOGGER",
+    "AuthCall",
+    "Call",
+    "Driver",
+    "Effect",
+    "Effects",
+    "Heartbeat",
+    "PresenceState",
+    "PresenceStats",
+    "Refresh",
+    "RunControl",
+    "Sleep",
+    "StopAtDeadline",
+    "WaitFullJitter",
+    "WaitRetryAfter",
+    "query_effects",
+    "validate_status",
+]
+
+#: The logger of presence_sdk (a NullHandler is attached in ``presence_sdk/__init__``).
+LOGGER = logging.getLogger("presence_sdk")
+
+T = TypeVar("T")
+
+ErrorCallback = Callable[[PresenceError], object]
+StateCallback = Callable[["PresenceState", "PresenceState"], object]
+
+
+class PresenceState(StrEnum):
+    """Where a heartbeat client is (``stats.state``; ``on_state_change`` reports moves).
+
+    Attributes:
+        STOPPED: Not running (before ``start()``, after ``stop()``, in a forked child).
+        STARTING: Started; the first heartbeat has not been answered yet.
+        ONLINE: The last heartbeat succeeded.
+        DEGRADED: The last heartbeat failed for a transient reason (network, 5xx, 429)
+            after its retries; the client keeps beating on schedule.
+        UNAUTHENTICATED: No valid session (and refreshing it failed): the client tries
+            again every interval, without spinning, until the app signs the user in.
+        NOT_INSTALLED: The presence SQL is missing on the server (PGRST202): apply the
+            migrations and run ``presence_sdk.verify_setup()``. Retried with a long
+            backoff, so no hot loop.
+        FAILED: The server rejected the heartbeat for another reason (no
+            ``public.users`` row, permission denied...). Retried with a long backoff.
+        STOPPING: ``stop()`` was called; the leave is being sent.
+    """
+
+    STOPPED = "stopped"
+    STARTING = "starting"
+    ONLINE = "online"
+    DEGRADED = "degraded"
+    UNAUTHENTICATED = "unauthenticated"
+    NOT_INSTALLED = "not_installed"
+    FAILED = "failed"
+    STOPPING = "stopping"
+
+
+_QUIET_STATES = frozenset({PresenceState.NOT_INSTALLED, PresenceState.FAILED})
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PresenceStats:
+    """A consistent snapshot of a heartbeat client's counters.
+
+    Attributes:
+        state: The client's :class:`PresenceState`.
+        status: The status the client reports (``online``, ``away`` or ``busy``).
+        beats_sent: Heartbeats the server accepted.
+        beats_failed: Heartbeats given up after their retries.
+        retries: Extra attempts made (retries and the retry after a session refresh).
+        consecutive_failures: Heartbeats failed since the last success.
+        last_success: Server time of the last accepted heartbeat (None: none yet).
+        last_error: The error of the last failed heartbeat or leave (None: none yet).
+        interval: The heartbeat interval in use, in seconds.
+        timeout: The presence timeout the server applies, in seconds.
+    """
+
+    state: PresenceState
+    status: str
+    beats_sent: int
+    beats_failed: int
+    retries: int
+    consecutive_failures: int
+    last_success: datetime | None
+    last_error: PresenceError | None
+    interval: float
+    timeout: float
+
+
+# -- effects -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Call:
+    """Effect: call ``public.<fn>(**params)`` over PostgREST; the reply is its JSON.
+
+    The shell sets ``authorization`` to the ``Authorization`` header it sent, so that
+    a later :class:`Refresh` can tell whether the token changed meanwhile.
+    """
+
+    fn: str
+    params: Mapping[str, Any]
+    timeout: float
+    authorization: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """Effect: refresh the session once, unless the token already changed since
+    ``stale_authorization`` was sent (e.g. supabase-py's own refresh timer ran)."""
+
+    stale_authorization: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Effect: wait up to ``seconds``; the shell may return earlier when woken."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class AuthCall:
+    """Effect: call ``<supabase client>.auth.<method>(*args)``; the reply is its result.
+
+    The steps of a :class:`Refresh` (see :func:`presence_sdk._wire.refresh_effects`).
+    """
+
+    method: str
+    args: tuple[Any, ...] = ()
+
+
+Effect = Call | Refresh | Sleep | AuthCall
+#: A generator of effects that finally returns ``T``.
+Effects = Generator[Effect, Any, T]
+
+
+class Driver(Generic[T]):
+    """Runs an effect generator for a shell.
+
+    Iterate to get the next effect; after performing it, report its outcome with
+    :meth:`reply` or :meth:`fail`; when the iteration ends, :attr:`result` holds the
+    generator's return value (its exceptions propagate from the iteration)::
+
+        driver = Driver(effects)
+        for effect in driver:
+            try:
+                driver.reply(perform(effect))
+            except PresenceError as exc:
+                driver.fail(exc)
+        return driver.result
+    """
+
+    __slots__ = ("_done", "_error", "_gen", "_reply", "_result")
+    _result: T
+
+    def __init__(self, effects: Effects[T]) -> None:
+        self._gen = effects
+        self._reply: Any = None
+        self._error: BaseException | None = None
+        self._done = False
+
+    def __iter__(self) -> Driver[T]:
+        return self
+
+    def __next__(self) -> Effect:
+        error, self._error = self._error, None
+        reply, self._reply = self._reply, None
+        try:
+            return self._gen.throw(error) if error is not None else self._gen.send(reply)
+        except StopIteration as stop:
+            self._result, self._done = stop.value, True
+            raise StopIteration from None
+
+    def reply(self, value: Any) -> None:
+        """The outcome of the last effect: its value."""
+        self._reply = value
+
+    def fail(self, error: BaseException) -> None:
+        """The outcome of the last effect: an error (thrown into the generator)."""
+        self._error = error
+
+    def close(self) -> None:
+        """Abandon the generator (runs its ``finally`` blocks)."""
+        self._gen.close()
+
+    @property
+    def result(self) -> T:
+        """The generator's return value, once the iteration has ended."""
+        if not self._done:
+            msg = "the effects have not finished"
+            raise RuntimeError(msg)
+        return self._result
+
+
+# -- retry decisions (tenacity strategies) -------------------------------------------
+
+
+class WaitFullJitter(wait_base):
+    """Exponential backoff with full jitter: ``uniform(0, min(cap, initial * 2**(n-1)))``.
+
+    Like tenacity's ``wait_random_exponential`` but with an injectable random source.
+    """
+
+    def __init__(self, initial: float, cap: float, rng: random.Random) -> None:
+        self.initial = initial
+        self.cap = cap
+        self.rng = rng
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        exponent = min(retry_state.attempt_number - 1, 62)
+        return self.rng.uniform(0.0, min(self.cap, self.initial * 2.0**exponent))
+
+
+class WaitRetryAfter(wait_base):
+    """The server's ``Retry-After`` for a 429, no wait before the retry that follows a
+    session refresh, else ``fallback``."""
+
+    def __init__(self, fallback: wait_base) -> None:
+        self.fallback = fallback
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        error = _outcome_error(retry_state)
+        if isinstance(error, RateLimitedError) and error.retry_after is not None:
+            return error.retry_after
+        if isinstance(error, AuthenticationError):
+            return 0.0
+        return float(self.fallback(retry_state))
+
+
+class StopAtDeadline(stop_base):
+    """Give up after ``max_attempts``, or when the next retry would start after
+    ``deadline`` (a time of ``clock``; set before each heartbeat). The one retry after
+    a session refresh is always allowed."""
+
+    def __init__(self, clock: Callable[[], float], max_attempts: int) -> None:
+        self.clock = clock
+        self.max_attempts = max_attempts
+        self.deadline = math.inf
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        if isinstance(_outcome_error(retry_state), AuthenticationError):
+            return False
+        return (
+            retry_state.attempt_number >= self.max_attempts
+            or self.clock() + retry_state.upcoming_sleep > self.deadline
+        )
+
+
+def _outcome_error(retry_state: RetryCallState) -> BaseException | None:
+    outcome = retry_state.outcome
+    return outcome.exception() if outcome is not None and outcome.failed else None
+
+
+# -- the heartbeat engine ------------------------------------------------------------
+
+
+def validate_status(status: object) -> str:
+    """Return ``status`` if a client may report it, else raise InvalidInputError."""
+    if not isinstance(status, str) or status not in ACTIVE_STATUSES:
+        msg = (
+            f"status must be one of {sorted(ACTIVE_STATUSES)}, not {status!r} "
+            "(call stop() to go offline)"
+        )
+        raise InvalidInputError(msg)
+    return status
+
+
+@dataclass(slots=True)
+class RunControl:
+    """Stop flag of one run of the heartbeat loop (each ``start()`` makes a new one, so
+    a run that outlived its ``stop()`` can never be revived by the next ``start()``)."""
+
+    stop_requested: bool = False
+    stop_deadline: float = math.inf
+    quiet: bool = False  # stop without a leave (forked child)
+
+
+class _StopRequestedError(Exception):
+    """Internal: stop() was requested while waiting."""
+
+
+def _parse_server_time(value: Any) -> datetime | None:
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
+@dataclass(slots=True)
+class _Counters:
+    beats_sent: int = 0
+    beats_failed: int = 0
+    retries: int = 0
+    consecutive_failures: int = 0
+    last_success: datetime | None = None
+    last_error: PresenceError | None = None
+
+
+class Heartbeat:
+    """The heartbeat logic of one client: schedule, retries, state and statistics.
+
+    Thread-safe where the shells need it: :meth:`set_status`, :meth:`request_stop`,
+    :meth:`stats` may be called from any thread while a worker drives :meth:`run`.
+
+    Args:
+        config: The client configuration.
+        on_error: Called with each failed heartbeat's error (after retries).
+        on_state_change: Called with ``(old, new)`` on every state change.
+        clock: Monotonic clock (seconds); tests pass a fake one.
+        rng: Random source for jitter and backoff.
+    """
+
+    def __init__(
+        self,
+        config: PresenceConfig,
+        *,
+        on_error: ErrorCallback | None = None,
+        on_state_change: StateCallback | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self._on_error = on_error
+        self._on_state_change = on_state_change
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._lock = threading.Lock()
+        self._status: str = config.initial_status
+        self._status_dirty = False
+        self._state = PresenceState.STOPPED
+        self._counters = _Counters()
+        self._server_interval: float | None = None
+        self._server_timeout: float | None = None
+        self._settings_known = config.interval is not None and config.timeout is not None
+        self._not_before = -math.inf
+        self._run: RunControl | None = None
+        self._stop_rule = StopAtDeadline(clock, config.max_attempts)
+        self._refreshed = False
+        self._retrying = Retrying(
+            retry=retry_if_exception(self._retryable),
+            wait=WaitRetryAfter(
+                WaitFullJitter(config.backoff_initial, config.backoff_max, self._rng)
+            ),
+            stop=self._stop_rule,
+            reraise=True,
+        )
+
+    # -- state shared with the API threads -------------------------------------------
+
+    @property
+    def interval(self) -> float:
+        """The heartbeat interval in use, in seconds."""
+        return self.config.effective_interval(self._server_interval)
+
+    @property
+    def timeout(self) -> float:
+        """The presence timeout in use, in seconds."""
+        if self.config.timeout is not None:
+            return float(self.config.timeout)
+        return self._server_timeout or DEFAULT_TIMEOUT
+
+    @property
+    def state(self) -> PresenceState:
+        """The current state."""
+        return self._state
+
+    @property
+    def status(self) -> str:
+        """The status reported by the next heartbeat."""
+        return self._status
+
+    def stats(self) -> PresenceStats:
+        """A consistent snapshot of the counters."""
+        with self._lock:
+            c = self._counters
+            return PresenceStats(
+                state=self._state,
+                status=self._status,
+                beats_sent=c.beats_sent,
+                beats_failed=c.beats_failed,
+                retries=c.retries,
+                consecutive_failures=c.consecutive_failures,
+                last_success=c.last_success,
+                last_error=c.last_error,
+                interval=self.interval,
+                timeout=self.timeout,
+            )
+
+    def set_status(self, status: str) -> bool:
+        """Report ``status`` from the next heartbeat on; True if it changed.
+
+        Raises InvalidInputError (before any I/O) for anything but online/away/busy.
+        """
+        status = validate_status(status)
+        with self._lock:
+            changed = status != self._status
+            self._status = status
+            self._status_dirty = self._status_dirty or changed
+        return changed
+
+    def begin_run(self) -> RunControl:
+        """A new run: state STARTING; the first heartbeat is due at once."""
+        control = RunControl()
+        with self._lock:
+            self._run = control
+            self._not_before = -math.inf
+        self._set_state(PresenceState.STARTING)
+        return control
+
+    def request_stop(self, control: RunControl) -> None:
+        """Ask ``control``'s run to stop; its leave must be sent within ``stop_timeout``."""
+        if control.stop_requested:
+            return
+        control.stop_deadline = self._clock() + self.config.stop_timeout
+        control.stop_requested = True
+        if self._run is control:
+            self._set_state(PresenceState.STOPPING)
+
+    def end_run(self, control: RunControl) -> None:
+        """``control``'s run is over (whatever happened): state STOPPED if it was current."""
+        with self._lock:
+            current = self._run is control
+            if current:
+                self._run = None
+        if current:
+            self._set_state(PresenceState.STOPPED)
+
+    def forget_run_after_fork(self) -> bool:
+        """In a forked child: end the inherited run quietly (no leave, no callbacks).
+
+        Returns whether a run was active in the parent.
+        """
+        self._lock = threading.Lock()
+        control, self._run = self._run, None
+        if control is not None:
+            control.quiet = control.stop_requested = True
+        self._state = PresenceState.STOPPED
+        return control is not None
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def run(self, control: RunControl) -> Effects[None]:
+        """The heartbeat loop of one run: beat now, then every interval, until stopped;
+        then the leave. Never raises PresenceError. The shell calls :meth:`end_run`
+        afterwards, however the run ended."""
+        while not control.stop_requested:
+            try:
+                beat_at = yield from self._beat(control)
+            except _StopRequestedError:
+                break
+            except PresenceError as exc:
+                self._record_failure(exc)
+            else:
+                self._record_success(beat_at)
+                if not self._settings_known:
+                    yield from self._load_settings()
+            try:
+                yield from self._pause(self._next_delay(), control, wake_on_status=True)
+            except _StopRequestedError:
+                break
+        if not control.quiet:
+            yield from self.leave(control)
+
+    def beat_once(self) -> Effects[datetime | None]:
+        """One heartbeat now, with the retry policy; raises its final error."""
+        try:
+            beat_at = yield from self._beat(RunControl())
+        except PresenceError as exc:
+            self._record_failure(exc)
+            raise
+        self._record_success(beat_at)
+        return beat_at
+
+    def leave(self, control: RunControl) -> Effects[None]:
+        """Send ``presence_leave()`` once, within the stop deadline; never raises."""
+        if not self.config.leave_on_stop:
+            return
+        last_error = self._counters.last_error
+        if self._counters.consecutive_failures and isinstance(
+            last_error, AuthenticationError | NotInstalledError
+        ):
+            LOGGER.debug("presence: no leave sent after %s", type(last_error).__name__)
+            return
+        remaining = control.stop_deadline - self._clock()
+        timeout = max(0.05, min(self.config.request_timeout, remaining))
+        try:
+            yield Call("presence_leave", {}, timeout)
+        except PresenceError as exc:
+            with self._lock:
+                self._counters.last_error = exc
+            LOGGER.warning(
+                "presence: leave failed, the user goes offline after the timeout: %s", exc
+            )
+            self._notify_error(exc)
+        else:
+            LOGGER.info("presence: left (status offline)")
+
+    # -- one heartbeat -------------------------------------------------------------
+
+    def _beat(self, control: RunControl) -> Effects[datetime | None]:
+        with self._lock:
+            status = self._status
+            self._status_dirty = False
+        params = {"new_status": status}
+        result = yield from self._attempts("presence_heartbeat", params, control)
+        return _parse_server_time(result)
+
+    def _retryable(self, error: BaseException) -> bool:
+        if isinstance(error, AuthenticationError):
+            return not self._refreshed
+        return isinstance(error, TransientError)
+
+    def _attempts(self, fn: str, params: Mapping[str, Any], control: RunControl) -> Effects[Any]:
+        """Call ``fn``; after a failure, retry as tenacity decides, sleeping as effects.
+
+        The first attempt runs before any retry bookkeeping (the common case costs no
+        more than the call); tenacity is consulted from the first failure on.
+        """
+        started = self._clock()
+        call = Call(fn, params, self.config.request_timeout)
+        try:
+            return (yield call)
+        except PresenceError as exc:
+            first_error = exc
+        retrying = self._retrying
+        retrying.begin()
+        self._stop_rule.deadline = started + self.interval
+        self._refreshed = False
+        state = RetryCallState(retrying, fn=None, args=(), kwargs={})
+        state.set_exception((type(first_error), first_error, first_error.__traceback__))
+        while True:
+            action = retrying.iter(state)  # raises the final error when giving up
+            if isinstance(action, DoAttempt):
+                call = Call(fn, params, self.config.request_timeout)
+                try:
+                    state.set_result((yield call))
+                except PresenceError as exc:
+                    state.set_exception((type(exc), exc, exc.__traceback__))
+            elif isinstance(action, DoSleep):
+                error = _outcome_error(state)
+                with self._lock:
+                    self._counters.retries += 1
+                if isinstance(error, AuthenticationError):
+                    yield from self._refresh(call, error)
+                else:
+                    LOGGER.debug(
+                        "presence: %s failed (%s); retry %d in %.2fs",
+                        fn,
+                        error,
+                        state.attempt_number,
+                        float(action),
+                    )
+                    yield from self._pause(float(action), control, wake_on_status=False)
+                state.prepare_for_next_attempt()
+            else:
+                return action
+
+    def _refresh(self, call: Call, error: AuthenticationError) -> Effects[None]:
+        self._refreshed = True
+        LOGGER.info("presence: %s; refreshing the session once", error)
+        try:
+            yield Refresh(call.authorization)
+        except PresenceError as refresh_error:
+            LOGGER.debug("presence: session refresh failed: %s", refresh_error)
+            raise error from refresh_error
+
+    def _pause(self, seconds: float, control: RunControl, *, wake_on_status: bool) -> Effects[None]:
+        """Wait ``seconds``; stop early for stop() (raises _StopRequestedError) or a new status."""
+        deadline = self._clock() + seconds
+        while True:
+            if control.stop_requested:
+                raise _StopRequestedError
+            if wake_on_status and self._status_dirty:
+                return
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return
+            yield Sleep(remaining)
+
+    def _next_delay(self) -> float:
+        interval = self.interval
+        jitter = self.config.jitter
+        factor = self._rng.uniform(1.0 - jitter, 1.0 + jitter) if jitter else 1.0
+        if self._state in _QUIET_STATES:
+            failures = max(1, self._counters.consecutive_failures)
+            base = min(self.config.idle_backoff_max, interval * 2.0 ** min(failures - 1, 30))
+            delay = max(interval, base) * factor
+        else:
+            delay = interval * factor
+        return max(delay, self._not_before - self._clock())
+
+    def _load_settings(self) -> Effects[None]:
+        try:
+            settings = yield Call("presence_settings", {}, self.config.request_timeout)
+            interval = float(settings["heartbeat_interval_seconds"])
+            timeout = float(settings["timeout_seconds"])
+        except PresenceError as exc:
+            LOGGER.debug("presence: could not read presence_settings(): %s", exc)
+            return
+        except (KeyError, TypeError, ValueError):
+            LOGGER.warning("presence: presence_settings() returned %r; using defaults", settings)
+            self._settings_known = True
+            return
+        with self._lock:
+            self._server_interval, self._server_timeout = interval, timeout
+            self._settings_known = True
+        try:
+            check_timing(self.interval, self.timeout, self.config.jitter)
+        except ConfigurationError as exc:
+            LOGGER.warning("presence: %s", exc)
+        LOGGER.debug("presence: interval %.1fs, timeout %.1fs", self.interval, self.timeout)
+
+    # -- bookkeeping ---------------------------------------------------------------
+
+    def _record_success(self, beat_at: datetime | None) -> None:
+        with self._lock:
+            c = self._counters
+            c.beats_sent += 1
+            c.consecutive_failures = 0
+            c.last_success = beat_at
+        if self._running():
+            self._set_state(PresenceState.ONLINE)
+
+    def _record_failure(self, error: PresenceError) -> None:
+        with self._lock:
+            c = self._counters
+            c.beats_failed += 1
+            c.consecutive_failures += 1
+            c.last_error = error
+            if isinstance(error, RateLimitedError) and error.retry_after is not None:
+                self._not_before = self._clock() + error.retry_after
+        new = _state_for(error)
+        if self._running() and new is not self._state:
+            level = logging.WARNING if new is PresenceState.DEGRADED else logging.ERROR
+            LOGGER.log(level, "presence: heartbeat failed (%s): %s", new, error)
+            self._set_state(new)
+        else:
+            LOGGER.debug("presence: heartbeat failed: %s", error)
+        self._notify_error(error)
+
+    def _running(self) -> bool:
+        run = self._run
+        return run is not None and not run.stop_requested
+
+    def _set_state(self, new: PresenceState) -> None:
+        with self._lock:
+            old, self._state = self._state, new
+        if old is new:
+            return
+        LOGGER.debug("presence: state %s -> %s", old, new)
+        if self._on_state_change is not None:
+            try:
+                self._on_state_change(old, new)
+            except Exception:
+                LOGGER.exception("presence: on_state_change callback raised")
+
+    def _notify_error(self, error: PresenceError) -> None:
+        if self._on_error is not None:
+            try:
+                self._on_error(error)
+            except Exception:
+                LOGGER.exception("presence: on_error callback raised")
+
+
+def _state_for(error: PresenceError) -> PresenceState:
+    if isinstance(error, AuthenticationError):
+        return PresenceState.UNAUTHENTICATED
+    if isinstance(error, NotInstalledError):
+        return PresenceState.NOT_INSTALLED
+    if isinstance(error, TransientError):
+        return PresenceState.DEGRADED
+    return PresenceState.FAILED
+
+
+# -- queries ---------------------------------------------------------------------------
+
+
+def query_effects(query: Query[T], timeout: float) -> Effects[T]:
+    """Run one read: on an authentication error refresh the session once and retry.
+
+    A query without ``fn`` (e.g. an empty lookup) is answered without any I/O.
+    """
+    fn, params, parse = query.fn, query.params, query.parse
+    if fn is None:
+        return parse(None)
+    call = Call(fn, params, timeout)
+    try:
+        return parse((yield call))
+    except AuthenticationError as error:
+        try:
+            yield Refresh(call.authorization)
+        except RequestError as refresh_error:
+            raise error from refresh_error
+    return parse((yield Call(fn, params, timeout)))

@@ -1,0 +1,268 @@
+"""What the sync and async clients share besides the core: construction, properties,
+presence queries' plumbing, fork safety and the atexit/SIGTERM hooks.
+
+Nothing here performs network I/O; the subclasses in :mod:`presence_sdk._sync` and
+:mod:`presence_sdk._async` only add the parts that differ (thread vs task, blocking vs
+awaited sends).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import threading
+import weakref
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, Generic, Self, TypeVar
+
+from supabase import AsyncClient, AsyncClientOptions, Client, ClientOptions
+
+from presence_sdk._config import PresenceConfig
+from presence_sdk._core import (
+    LOGGER,
+    Effects,
+    ErrorCallback,
+    Heartbeat,
+    PresenceState,
+    PresenceStats,
+    Refresh,
+    StateCallback,
+)
+from presence_sdk._exceptions import ConfigurationError
+from presence_sdk._wire import refresh_effects
+
+__all__ = ["ClientBase", "ExitHooks", "client_options"]
+
+S = TypeVar("S", Client, AsyncClient)
+OptionsT = TypeVar("OptionsT", ClientOptions, AsyncClientOptions)
+
+SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+
+
+def client_options(options: OptionsT, access_token: str | None) -> OptionsT:
+    """``options`` for a supabase client that acts as the user of ``access_token``.
+
+    No auth storage or refresh timer of its own: the presence client refreshes on 401.
+    """
+    options.auto_refresh_token = False
+    options.persist_session = False
+    if access_token:
+        options.headers["Authorization"] = f"Bearer {access_token}"
+    return options
+
+
+class ExitHooks:
+    """The optional atexit and SIGTERM hooks of one client, installed while it runs.
+
+    SIGTERM is chained, never stolen: on the signal the client stops (sending its
+    leave), then the handler that was installed before runs; if that was the default
+    action, the signal is re-raised with it, so the process still ends as it would
+    have. A SIGTERM the app ignores stays ignored.
+
+    Args:
+        at_exit: Called from ``atexit`` (None: no atexit hook).
+        on_sigterm: Called from the SIGTERM handler with the continuation that passes
+            the signal on (None: no SIGTERM hook). It must call the continuation once
+            the client has stopped.
+    """
+
+    def __init__(
+        self,
+        at_exit: Callable[[], object] | None,
+        on_sigterm: Callable[[Callable[[], None]], object] | None,
+    ) -> None:
+        self._at_exit = at_exit
+        self._on_sigterm = on_sigterm
+        self._handler = self._handle  # one bound method, so identity checks work
+        self._previous: SignalHandler = None
+        self._installed = False
+
+    def install(self) -> None:
+        """Register the hooks (call on start)."""
+        if self._at_exit is not None:
+            atexit.register(self._at_exit)
+        if self._on_sigterm is None or self._installed:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            LOGGER.warning("presence: handle_sigterm needs start() on the main thread; ignored")
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous == signal.SIG_IGN:
+            LOGGER.info("presence: SIGTERM is ignored by this process; not handling it")
+            return
+        self._previous = previous
+        signal.signal(signal.SIGTERM, self._handler)
+        self._installed = True
+
+    def uninstall(self) -> None:
+        """Remove the hooks (call on stop); the previous SIGTERM handler comes back."""
+        if self._at_exit is not None:
+            atexit.unregister(self._at_exit)
+        if not self._installed:
+            return
+        self._installed = False
+        try:
+            if signal.getsignal(signal.SIGTERM) is self._handler:
+                signal.signal(signal.SIGTERM, self._previous)
+        except ValueError:  # not on the main thread: our handler stays, chaining on
+            LOGGER.debug("presence: SIGTERM handler left in place (stop() off the main thread)")
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        previous = self._previous
+
+        def pass_on() -> None:
+            if callable(previous):
+                previous(signum, frame)
+            elif previous in (signal.SIG_DFL, None):
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+
+        if self._on_sigterm is None:
+            pass_on()
+        else:
+            self._on_sigterm(pass_on)
+
+
+_LIVE_CLIENTS: weakref.WeakSet[ClientBase[Any]] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_LIVE_CLIENTS):
+        client._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class ClientBase(Generic[S]):
+    """Construction, properties, session refresh and fork handling of both clients.
+
+    Args:
+        supabase: The app's supabase client (``Client`` or ``AsyncClient``).
+        config: Timings and policies (:class:`~presence_sdk.PresenceConfig`).
+        on_error: Called with the error of each failed heartbeat (after retries) or
+            leave. Exceptions it raises are logged, never propagated.
+        on_state_change: Called with ``(old, new)`` :class:`~presence_sdk.PresenceState`
+            on every change. Exceptions it raises are logged, never propagated.
+        refresh_token: Refresh token to use, once, when the access token expires and
+            the supabase client has no stored session (e.g. a token passed in a header).
+    """
+
+    def __init__(
+        self,
+        supabase: S,
+        *,
+        config: PresenceConfig | None = None,
+        on_error: ErrorCallback | None = None,
+        on_state_change: StateCallback | None = None,
+        refresh_token: str | None = None,
+    ) -> None:
+        if config is None:
+            config = PresenceConfig()
+        elif not isinstance(config, PresenceConfig):
+            msg = f"config must be a PresenceConfig, not {type(config).__name__}"
+            raise ConfigurationError(msg)
+        for name, callback in (("on_error", on_error), ("on_state_change", on_state_change)):
+            if callback is not None and not callable(callback):
+                msg = f"{name} must be callable, not {callback!r}"
+                raise ConfigurationError(msg)
+        self._supabase: S = supabase
+        self._engine = Heartbeat(config, on_error=on_error, on_state_change=on_state_change)
+        self._refresh_token = refresh_token
+        self._owns_http = False
+        self._init_shell()
+        _LIVE_CLIENTS.add(self)
+
+    @classmethod
+    def _from_parts(
+        cls,
+        make_supabase: Callable[[], S],
+        *,
+        owns_http: bool,
+        config: PresenceConfig,
+        refresh_token: str | None,
+        on_error: ErrorCallback | None,
+        on_state_change: StateCallback | None,
+    ) -> Self:
+        """``from_url``'s common part: build the supabase client, then the client."""
+        try:
+            supabase = make_supabase()
+        except Exception as exc:
+            msg = f"cannot build a supabase client: {exc}"
+            raise ConfigurationError(msg) from exc
+        client = cls(
+            supabase,
+            config=config,
+            on_error=on_error,
+            on_state_change=on_state_change,
+            refresh_token=refresh_token,
+        )
+        client._owns_http = owns_http
+        return client
+
+    def _init_shell(self) -> None:
+        """Set up what the sync/async shell needs (locks, run slot, exit hooks)."""
+        raise NotImplementedError
+
+    @property
+    def supabase(self) -> S:
+        """The supabase client used for every request."""
+        return self._supabase
+
+    @property
+    def config(self) -> PresenceConfig:
+        """The configuration (immutable)."""
+        return self._engine.config
+
+    @property
+    def state(self) -> PresenceState:
+        """The current :class:`PresenceState`."""
+        return self._engine.state
+
+    @property
+    def status(self) -> str:
+        """The status this client reports: ``online``, ``away`` or ``busy``."""
+        return self._engine.status
+
+    @property
+    def stats(self) -> PresenceStats:
+        """A snapshot of the counters: beats sent/failed, last success/error, state."""
+        return self._engine.stats()
+
+    def set_status(self, status: str) -> None:
+        """Report ``status`` (``online``, ``away`` or ``busy``) with a heartbeat now.
+
+        Raises InvalidInputError before any I/O for any other value (``stop()`` is how
+        a client goes offline). Before ``start()``, it sets the status to start with.
+        """
+        if self._engine.set_status(status):
+            self._wake()
+
+    def _wake(self) -> None:
+        """Wake the running loop (so it notices a new status or a stop)."""
+        raise NotImplementedError
+
+    def _reset_after_fork(self) -> None:
+        """Drop the references to the parent's thread/task and locks."""
+        raise NotImplementedError
+
+    def _after_fork(self) -> None:
+        was_running = self._engine.forget_run_after_fork()
+        self._reset_after_fork()
+        if was_running:
+            LOGGER.warning(
+                "presence: process forked while the heartbeat ran; this child (pid %d) "
+                "sends no heartbeats until it calls start()",
+                os.getpid(),
+            )
+
+    def _refresh_effects(self, effect: Refresh) -> Effects[None]:
+        """The steps of a session refresh (performed as AuthCall effects)."""
+        stale = effect.stale_authorization
+        if (yield from refresh_effects(self._supabase, stale, self._refresh_token)):
+            self._refresh_token = None  # used: the stored session has the new one
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} state={self.state} status={self.status}>"

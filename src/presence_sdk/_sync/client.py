@@ -1,0 +1,285 @@
+"""PresenceClient: heartbeats from a background daemon thread, over a supabase ``Client``.
+
+A thin shell: the logic is :class:`presence_sdk._core.Heartbeat`; this module only
+performs its effects (blocking sends, waits on a ``threading.Event``) on a thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+from supabase import Client, ClientOptions
+
+from presence_sdk import _queries as queries
+from presence_sdk._config import PresenceConfig
+from presence_sdk._core import (
+    LOGGER,
+    AuthCall,
+    Call,
+    Driver,
+    Effect,
+    Effects,
+    ErrorCallback,
+    Refresh,
+    RunControl,
+    StateCallback,
+    query_effects,
+)
+from presence_sdk._errors import translate
+from presence_sdk._exceptions import PresenceError
+from presence_sdk._models import OnlinePage, Presence, StatusCounts
+from presence_sdk._shell import ClientBase, ExitHooks, client_options
+from presence_sdk._wire import build_request, parse_response
+
+__all__ = ["PresenceClient"]
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class _Run:
+    control: RunControl
+    wake: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+
+class PresenceClient(ClientBase[Client]):
+    """Keeps a signed-in user's presence alive from a background thread.
+
+    Build it from the app's supabase ``Client`` (the user already signed in), start it,
+    and forget it: it beats at once and then every interval, retries transient
+    failures, refreshes an expired session once, and never raises into the app::
+
+        presence = PresenceClient(supabase)
+        presence.start()
+        presence.set_status("away")
+        presence.stop()  # sends the leave: offline now
+
+    or ``with PresenceClient(supabase):``. The same object answers presence queries
+    (:meth:`get`, :meth:`lookup`, :meth:`online_users`...), running or not.
+
+    With ``filterwarnings = error`` build the supabase client with an explicit httpx
+    client, e.g. ``create_client(url, key, ClientOptions(httpx_client=httpx.Client()))``:
+    supabase-py's default builds one with a deprecated ``timeout`` argument.
+
+    Args:
+        supabase: The app's supabase ``Client``.
+        config: Timings and policies (:class:`~presence_sdk.PresenceConfig`).
+        on_error: Called with the error of each failed heartbeat (after retries) or
+            leave, on the heartbeat thread. Exceptions it raises are logged.
+        on_state_change: Called with ``(old, new)`` :class:`~presence_sdk.PresenceState`
+            on the thread that caused the change. Exceptions it raises are logged.
+        refresh_token: Used once when the token expires and the supabase client has
+            no stored session (see :meth:`from_url`).
+    """
+
+    def _init_shell(self) -> None:
+        self._lock = threading.RLock()
+        self._run: _Run | None = None
+        self._hooks = ExitHooks(
+            self.stop if self.config.stop_at_exit else None,
+            self._stop_then if self.config.handle_sigterm else None,
+        )
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        key: str,
+        *,
+        access_token: str | None = None,
+        refresh_token: str | None = None,
+        config: PresenceConfig | None = None,
+        http_client: httpx.Client | None = None,
+        on_error: ErrorCallback | None = None,
+        on_state_change: StateCallback | None = None,
+    ) -> PresenceClient:
+        """Build the supabase client too: project ``url``, API ``key`` and a session.
+
+        Args:
+            access_token: The signed-in user's JWT (sent as ``Authorization``).
+            refresh_token: Used once to refresh the session when the token expires.
+            http_client: The httpx client to send with (default: a new one, closed by
+                :meth:`close`).
+        """
+        config = config or PresenceConfig()
+        http = http_client or httpx.Client(timeout=config.request_timeout)
+        options = client_options(ClientOptions(httpx_client=http), access_token)
+        return cls._from_parts(
+            lambda: Client(url, key, options),
+            owns_http=http_client is None,
+            config=config,
+            refresh_token=refresh_token,
+            on_error=on_error,
+            on_state_change=on_state_change,
+        )
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Start the heartbeat thread (first beat at once). Idempotent, thread-safe."""
+        with self._lock:
+            if self._running():
+                return self
+            run = _Run(self._engine.begin_run())
+            run.thread = threading.Thread(
+                target=self._main, args=(run,), name="presence-heartbeat", daemon=True
+            )
+            self._run = run
+            run.thread.start()
+            self._hooks.install()
+        return self
+
+    def stop(self) -> None:
+        """Stop beating and send the leave; returns within ``config.stop_timeout``.
+
+        Idempotent and thread-safe. If the network hangs, returns after the bound
+        anyway; the daemon thread then finishes (or dies with the process) on its own.
+        """
+        with self._lock:
+            run, self._run = self._run, None
+            if run is None or run.thread is None:
+                return
+            self._hooks.uninstall()
+            self._engine.request_stop(run.control)
+            run.wake.set()
+            if run.thread is threading.current_thread():
+                return  # stop() from a callback on the heartbeat thread
+            run.thread.join(self.config.stop_timeout)
+            if run.thread.is_alive():
+                LOGGER.warning(
+                    "presence: stop() gave up waiting after %.1fs (network slow?); "
+                    "the heartbeat thread ends on its own",
+                    self.config.stop_timeout,
+                )
+
+    def close(self) -> None:
+        """Stop, and close the httpx client if :meth:`from_url` created it."""
+        self.stop()
+        if self._owns_http:
+            self._supabase.postgrest.session.close()
+
+    def beat(self) -> datetime | None:
+        """Send one heartbeat now, in this thread; return the server's time of it.
+
+        For apps that keep no background thread (serverless, cron): same retries and
+        session refresh as the thread, and ``stats`` are updated. Raises the
+        :class:`~presence_sdk.PresenceError` of a failed heartbeat, and RuntimeError
+        while the heartbeat thread runs (use :meth:`set_status` to beat at once).
+        """
+        with self._lock:
+            if self._running():
+                msg = "the heartbeat thread is running; use set_status() for a beat now"
+                raise RuntimeError(msg)
+            return self._drive(self._engine.beat_once(), None)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- presence queries ---------------------------------------------------------
+
+    def get(self, user_id: queries.UserId) -> Presence:
+        """The presence of one user (see :func:`presence_sdk._queries.get`)."""
+        return self._query(queries.get(user_id))
+
+    def is_online(self, user_id: queries.UserId) -> bool:
+        """Whether one user is online now (false for unknown or invisible users)."""
+        return self._query(queries.is_online(user_id))
+
+    def lookup(self, user_ids: Iterable[queries.UserId]) -> dict[uuid.UUID, Presence]:
+        """Many users' presence in one round trip (see :func:`presence_sdk._queries.lookup`)."""
+        return self._query(queries.lookup(user_ids))
+
+    def online_users(self, limit: int = 100, after: queries.UserId | None = None) -> OnlinePage:
+        """One page of online users by id; pass ``page.next_after`` as ``after``."""
+        return self._query(queries.online_users(limit, after))
+
+    def counts(self) -> StatusCounts:
+        """Number of visible users per effective status."""
+        return self._query(queries.counts())
+
+    # -- effects ------------------------------------------------------------------
+
+    def _running(self) -> bool:
+        run = self._run
+        return run is not None and run.thread is not None and run.thread.is_alive()
+
+    def _query(self, query: queries.Query[T]) -> T:
+        return self._drive(query_effects(query, self.config.request_timeout), None)
+
+    def _main(self, run: _Run) -> None:
+        try:
+            self._drive(self._engine.run(run.control), run.wake)
+        except BaseException:  # a bug; never let it reach the app's excepthook
+            LOGGER.exception("presence: heartbeat thread failed")
+        finally:
+            self._engine.end_run(run.control)
+
+    def _drive(self, effects: Effects[T], wake: threading.Event | None) -> T:
+        driver = Driver(effects)
+        try:
+            for effect in driver:
+                try:
+                    driver.reply(self._perform(effect, wake))
+                except PresenceError as exc:
+                    driver.fail(exc)
+        finally:
+            driver.close()
+        return driver.result
+
+    def _perform(self, effect: Effect, wake: threading.Event | None) -> Any:
+        if isinstance(effect, Call):
+            return self._call(effect)
+        if isinstance(effect, Refresh):
+            return self._drive(self._refresh_effects(effect), None)
+        if isinstance(effect, AuthCall):
+            return self._auth(effect)
+        if wake is None:
+            time.sleep(effect.seconds)
+        else:
+            wake.wait(effect.seconds)
+            wake.clear()
+        return None
+
+    def _call(self, call: Call) -> Any:
+        try:
+            rest = self._supabase.postgrest
+            response = rest.session.send(build_request(rest.session, rest, call))
+        except Exception as exc:
+            raise translate(exc) from exc
+        return parse_response(response)
+
+    def _auth(self, call: AuthCall) -> Any:
+        try:
+            return getattr(self._supabase.auth, call.method)(*call.args)
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    def _wake(self) -> None:
+        run = self._run
+        if run is not None:
+            run.wake.set()
+
+    def _stop_then(self, pass_on: Callable[[], None]) -> None:
+        self.stop()
+        pass_on()
+
+    def _reset_after_fork(self) -> None:
+        self._lock = threading.RLock()
+        self._run = None
