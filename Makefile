@@ -15,3 +15,16 @@ lint: setup
 	$(VENV)/ruff format --check .
 	$(VENV)/mypy --strict src
 	bash scripts/lint-sql.sh
+
+# Database benchmark: pgbench on one throwaway, durable PostgreSQL 15 (a few minutes).
+# Prints the table with targets, writes bench/results/latest.json and regenerates the
+# measured parts of docs/performance.md and docs/scaling.md.
+# Smoke run (< 1 minute, docs untouched): make bench BENCH_ARGS=--quick
+bench: setup
+	$(VENV)/python bench/bench_sql.py --update-docs $(BENCH_ARGS)
+
+# The demo: embedded PostgreSQL 15 + pg_cron, simulated users, live presence table
+# (about half a minute with --fast; run examples/demo.py without it for the shipped
+# 45 s / 20 s timings).
+demo: setup
+	$(VENV)/python examples/demo.py --fast

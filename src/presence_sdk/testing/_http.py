@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -12,6 +13,8 @@ import httpx
 from presence_sdk.testing._postgrest import PostgRESTEmulator
 
 __all__ = ["LocalPostgREST"]
+
+logger = logging.getLogger("presence_sdk.testing")
 
 
 class LocalPostgREST:
@@ -31,7 +34,7 @@ class LocalPostgREST:
     def __init__(self, emulator: PostgRESTEmulator, *, port: int = 0) -> None:
         self.emulator = emulator
         handler = _handler_for(emulator)
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._server = _QuietServer(("127.0.0.1", port), handler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -69,6 +72,13 @@ class LocalPostgREST:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client that hangs up mid-request (a killed process, a stopped client) is
+        # normal here; log it instead of printing a traceback over the demo's table.
+        logger.debug("request from %s failed", client_address, exc_info=True)
 
 
 def _handler_for(emulator: PostgRESTEmulator) -> type[BaseHTTPRequestHandler]:

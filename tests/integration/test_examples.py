@@ -1,0 +1,185 @@
+"""Every example in examples/ runs against the local PostgreSQL through real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import httpx
+import pytest
+
+from presence_sdk.testing import LocalPostgREST, PresenceDatabase
+
+pytestmark = pytest.mark.integration
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture
+def api(presence_db: PresenceDatabase) -> Iterator[LocalPostgREST]:
+    with LocalPostgREST(presence_db.emulator()) as server:
+        yield server
+
+
+def _env(api: LocalPostgREST, user: str, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SUPABASE_URL": api.url,
+        "SUPABASE_ANON_KEY": api.emulator.anon_key,
+        "SUPABASE_SERVICE_ROLE_KEY": api.emulator.service_role_key,
+        "SUPABASE_ACCESS_TOKEN": api.emulator.user_token(user),
+        **extra,
+    }
+
+
+def _stored(db: PresenceDatabase, user: str) -> dict[str, object]:
+    rows = db.query(
+        "SELECT u.status AS stored, p.online, u.last_heartbeat FROM public.users u "
+        "JOIN public.user_presence p ON p.user_id = u.id WHERE u.id = %s",
+        (user,),
+    )
+    return rows[0]
+
+
+def test_sync_script(presence_db: PresenceDatabase, api: LocalPostgREST) -> None:
+    user = presence_db.create_user()
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "sync_script.py")],
+        env=_env(api, user, WORK_SECONDS="0.3"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "online now: 1 of 1 users" in result.stdout
+    assert "left" in result.stdout
+    state = _stored(presence_db, user)
+    assert state["stored"] == "offline"
+    assert state["last_heartbeat"] is not None
+
+
+def test_asyncio_app(presence_db: PresenceDatabase, api: LocalPostgREST) -> None:
+    user = presence_db.create_user()
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "asyncio_app.py")],
+        env=_env(api, user, WORK_SECONDS="0.3"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "online users on the first page: 1" in result.stdout
+    assert _stored(presence_db, user)["stored"] == "offline"
+
+
+def test_worker_leaves_on_sigterm(presence_db: PresenceDatabase, api: LocalPostgREST) -> None:
+    user = presence_db.create_user()
+    proc = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "worker.py")],
+        env=_env(api, user),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "worker: ready"
+        _wait_online(presence_db, user)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "worker: SIGTERM" in out  # the app's own handler still ran
+    assert "presence state stopped" in out
+    state = _stored(presence_db, user)
+    assert state["stored"] == "offline"
+    assert state["online"] is False
+
+
+def _wait_online(db: PresenceDatabase, user: str) -> None:
+    """The first heartbeat is sent right after start(); wait (bounded) for it."""
+    deadline = time.monotonic() + 10
+    while not _stored(db, user)["online"]:
+        assert time.monotonic() < deadline, "the worker's first heartbeat never arrived"
+        time.sleep(0.05)
+
+
+def _load_fastapi_example() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("fastapi_app", EXAMPLES / "fastapi_app.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.asyncio
+async def test_fastapi_app_verifies_setup_and_runs_presence(
+    presence_cron_db: PresenceDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cron database has the complete setup (pg_cron job included), so the
+    # lifespan's verify_setup passes there. The app runs its real lifespan; requests
+    # go through httpx's ASGI transport.
+    user = presence_cron_db.create_user()
+    other = presence_cron_db.create_user()
+    try:
+        with LocalPostgREST(presence_cron_db.emulator()) as server:
+            for key, value in _env(server, user).items():
+                if key.startswith("SUPABASE_"):
+                    monkeypatch.setenv(key, value)
+            app = _load_fastapi_example().app
+            async with (
+                app.router.lifespan_context(app),
+                httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=app), base_url="http://app"
+                ) as http,
+            ):
+                deadline = time.monotonic() + 10
+                health = (await http.get("/health")).json()
+                while health["beats_sent"] < 1:  # the first beat is on its way
+                    assert time.monotonic() < deadline, health
+                    await asyncio.sleep(0.05)
+                    health = (await http.get("/health")).json()
+                assert health["setup_ok"] is True
+                assert health["presence_state"] == "online"
+                me = (await http.get(f"/presence/{user}")).json()
+                assert me["online"] is True
+                assert me["status"] == "online"
+                assert (await http.get(f"/presence/{other}")).json()["online"] is False
+                assert (await http.get("/presence/not-a-uuid")).status_code == 422
+                assert user in (await http.get("/online")).json()["users"]
+            assert _stored(presence_cron_db, user)["stored"] == "offline"
+    finally:
+        presence_cron_db.query("DELETE FROM auth.users WHERE id IN (%s, %s)", (user, other))
+
+
+def test_demo_runs_end_to_end() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "demo.py"), "--timeout", "4"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "bob: presence online -> away (set_status)" in out
+    assert "erin: presence online -> busy (set_status)" in out
+    assert "carol: presence online -> offline (leave on stop())" in out
+    assert "dave: presence online -> offline (timeout" in out
+    assert "dave: stored status online -> offline (cron sweep" in out
+    assert "presence setup: OK" in out
+    assert "0 failed" in out
