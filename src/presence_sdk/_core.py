@@ -38,6 +38,7 @@ from presence_sdk._exceptions import (
     RequestError,
     TransientError,
 )
+from presence_sdk._models import _parse_time
 from presence_sdk._queries import Query
 
 __all__ = [
@@ -324,12 +325,10 @@ class _StopRequestedError(Exception):
 
 
 def _parse_server_time(value: Any) -> datetime | None:
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    return None
+    try:
+        return _parse_time(value)
+    except (TypeError, ValueError):  # a 2xx without a timestamp still counts as a beat
+        return None
 
 
 @dataclass(slots=True)
@@ -450,26 +449,29 @@ class Heartbeat:
         with self._lock:
             self._run = control
             self._not_before = -math.inf
-        self._set_state(PresenceState.STARTING)
+            old = self._move(PresenceState.STARTING)
+        self._announce(old, PresenceState.STARTING)
         return control
 
     def request_stop(self, control: RunControl) -> None:
         """Ask ``control``'s run to stop; its leave must be sent within ``stop_timeout``."""
         if control.stop_requested:
             return
-        control.stop_deadline = self._clock() + self.config.stop_timeout
-        control.stop_requested = True
-        if self._run is control:
-            self._set_state(PresenceState.STOPPING)
+        with self._lock:
+            control.stop_deadline = self._clock() + self.config.stop_timeout
+            control.stop_requested = True
+            old = self._move(PresenceState.STOPPING) if self._run is control else None
+        if old is not None:
+            self._announce(old, PresenceState.STOPPING)
 
     def end_run(self, control: RunControl) -> None:
         """``control``'s run is over (whatever happened): state STOPPED if it was current."""
         with self._lock:
-            current = self._run is control
-            if current:
-                self._run = None
-        if current:
-            self._set_state(PresenceState.STOPPED)
+            if self._run is not control:
+                return
+            self._run = None
+            old = self._move(PresenceState.STOPPED)
+        self._announce(old, PresenceState.STOPPED)
 
     def forget_run_after_fork(self) -> bool:
         """In a forked child: end the inherited run quietly (no leave, no callbacks).
@@ -664,10 +666,12 @@ class Heartbeat:
             c.beats_sent += 1
             c.consecutive_failures = 0
             c.last_success = beat_at
-        if self._running():
-            self._set_state(PresenceState.ONLINE)
+            old = self._move(PresenceState.ONLINE) if self._running() else None
+        if old is not None:
+            self._announce(old, PresenceState.ONLINE)
 
     def _record_failure(self, error: PresenceError) -> None:
+        new = _state_for(error)
         with self._lock:
             c = self._counters
             c.beats_failed += 1
@@ -675,11 +679,11 @@ class Heartbeat:
             c.last_error = error
             if isinstance(error, RateLimitedError) and error.retry_after is not None:
                 self._not_before = self._clock() + error.retry_after
-        new = _state_for(error)
-        if self._running() and new is not self._state:
+            old = self._move(new) if self._running() else None
+        if old is not None and old is not new:
             level = logging.WARNING if new is PresenceState.DEGRADED else logging.ERROR
             LOGGER.log(level, "presence: heartbeat failed (%s): %s", new, error)
-            self._set_state(new)
+            self._announce(old, new)
         else:
             LOGGER.debug("presence: heartbeat failed: %s", error)
         self._notify_error(error)
@@ -688,9 +692,13 @@ class Heartbeat:
         run = self._run
         return run is not None and not run.stop_requested
 
-    def _set_state(self, new: PresenceState) -> None:
-        with self._lock:
-            old, self._state = self._state, new
+    def _move(self, new: PresenceState) -> PresenceState:
+        """Set the state (the caller holds the lock, so counters and state agree)."""
+        old, self._state = self._state, new
+        return old
+
+    def _announce(self, old: PresenceState, new: PresenceState) -> None:
+        """Log and report a state change (outside the lock: callbacks are app code)."""
         if old is new:
             return
         LOGGER.debug("presence: state %s -> %s", old, new)
