@@ -35,9 +35,25 @@ FAST = PresenceConfig(
 )
 
 
+# Tokens carry their issue time; pin it per test (tests/unit/conftest.py) so the same
+# arguments give the same token within a test, even across a second boundary.
+_issued_at = [int(time.time())]
+
+
+def pin_token_time() -> None:
+    """Make the tokens of the test about to run be issued now."""
+    _issued_at[0] = int(time.time())
+
+
 def user_token(expires_in: float = 3600, user_id: str = USER_ID) -> str:
     """A user access token (unsigned check: supabase-py only decodes it)."""
-    return make_token("authenticated", user_id=user_id, expires_in=expires_in)
+    return make_token(
+        "authenticated",
+        user_id=user_id,
+        expires_in=expires_in,
+        iat=_issued_at[0],
+        exp=int(_issued_at[0] + expires_in),
+    )
 
 
 def rpc_path(fn: str) -> str:
