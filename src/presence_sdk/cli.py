@@ -397,6 +397,16 @@ def _add_dsn(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_lock_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--lock-timeout",
+        type=_positive,
+        default=60.0,
+        metavar="SECONDS",
+        help="wait this long for a concurrent run (default 60)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``presence-sdk`` (errors raise instead of exiting)."""
     from presence_sdk import __version__  # noqa: PLC0415 - the package imports this module
@@ -448,13 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
         "an existing public.users is never touched",
     )
     mig.add_argument("--dry-run", action="store_true", help="show what would be applied")
-    mig.add_argument(
-        "--lock-timeout",
-        type=_positive,
-        default=60.0,
-        metavar="SECONDS",
-        help="wait this long for a concurrent run (default 60)",
-    )
+    _add_lock_timeout(mig)
     mig.set_defaults(handler=_cmd_migrate)
 
     rb = commands.add_parser(
@@ -471,9 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep this version and older (0: roll back all presence migrations)",
     )
     rb.add_argument("--dry-run", action="store_true", help="show what would be rolled back")
-    rb.add_argument(
-        "--lock-timeout", type=_positive, default=60.0, metavar="SECONDS", help="default 60"
-    )
+    _add_lock_timeout(rb)
     rb.set_defaults(handler=_cmd_rollback)
 
     ver = commands.add_parser(
