@@ -21,7 +21,7 @@ from functools import cache
 from itertools import pairwise
 from typing import Any
 
-from presence_sdk._models import SetupCheck, SetupReport
+from presence_sdk._models import SetupCheck, SetupReport, _parse_time
 from presence_sdk._sql import migrations
 
 __all__ = [
@@ -315,14 +315,13 @@ def _get(mapping: Any, *keys: str) -> Any:
 
 
 def _time(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    return None
+    # A report under judgement may be malformed: an unreadable time is "unknown".
+    if not isinstance(value, datetime | str):
+        return None
+    try:
+        return _parse_time(value)
+    except ValueError:
+        return None
 
 
 def _version_tuple(version: Any) -> tuple[int, int] | None:
