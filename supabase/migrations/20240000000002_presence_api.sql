@@ -11,7 +11,9 @@
 --
 -- Errors raised (SQLSTATE, as PostgREST passes them on in `code`):
 --   28000 not authenticated (no auth.uid()); 22023 invalid argument (bad status,
---   too many ids, page size out of range); PT404 (HTTP 404) the user has no public.users row.
+--   too many ids, page size or timings out of range; echoed input is cut to 64
+--   characters); PT404 (HTTP 404) the user has no public.users row; 55000 the
+--   presence_config row is missing (HTTP 500, with the INSERT that restores it).
 --
 -- Idempotent (OR REPLACE everywhere). Requires 20240000000001_add_heartbeat.
 --
@@ -22,18 +24,13 @@
 --       public.presence_settings(), public.presence_leave(),
 --       public.presence_heartbeat(text);
 --   DROP VIEW IF EXISTS public.user_presence;
---   DROP POLICY IF EXISTS presence_config_read ON public.presence_config;
---   REVOKE SELECT ON public.presence_config FROM anon, authenticated;
 
 SET lock_timeout = '5s';
 SET statement_timeout = '60s';
 
--- The timings are not secret: readers need the timeout to derive presence.
-DROP POLICY IF EXISTS presence_config_read ON public.presence_config;
-CREATE POLICY presence_config_read ON public.presence_config
-    FOR SELECT TO anon, authenticated, service_role
-    USING (true);
-GRANT SELECT ON TABLE public.presence_config TO anon, authenticated;
+-- Reads need the timeout: SELECT on public.presence_config and its read policy come
+-- from 20240000000001_add_heartbeat, which owns every privilege on that table (so that
+-- re-running either file alone leaves the other's grants intact).
 
 -- Presence as of now. `online` does not trust the stored status alone: a user whose
 -- last heartbeat is older than the timeout is offline whether or not the sweep ran.
@@ -81,14 +78,27 @@ BEGIN
                   HINT = 'Call presence_heartbeat with a signed-in user''s access token.';
     END IF;
     IF new_status IS NULL OR new_status NOT IN ('online', 'away', 'busy') THEN
-        RAISE EXCEPTION 'presence: invalid status %', coalesce(quote_literal(new_status), 'NULL')
+        -- Echo at most 64 characters: any signed-in user controls this text, and it
+        -- goes to the response and the server log.
+        RAISE EXCEPTION 'presence: invalid status %',
+            CASE WHEN new_status IS NULL THEN 'NULL'
+                 WHEN length(new_status) <= 64 THEN quote_literal(new_status)
+                 ELSE quote_literal(left(new_status, 64)) || '... (' || length(new_status) || ' characters)'
+            END
             USING ERRCODE = '22023',
                   HINT = 'Status must be one of online, away, busy; call presence_leave() to go offline.';
     END IF;
 
     -- Losing the last heartbeat in a crash is harmless (the next one comes within
-    -- seconds), so do not wait for the WAL flush: about doubles throughput.
-    PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
+    -- seconds), so do not wait for the WAL flush: about doubles throughput. The setting
+    -- holds until the end of the transaction and applies to its COMMIT, so it is only
+    -- taken when this is the transaction's first write (no transaction id yet), as in
+    -- PostgREST's one-call transactions: a caller's earlier writes keep the durability
+    -- they asked for. Writes made after this call in the same transaction commit
+    -- asynchronously too (see docs/performance.md); beat in a transaction of its own.
+    IF pg_catalog.pg_current_xact_id_if_assigned() IS NULL THEN
+        PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
+    END IF;
 
     UPDATE public.users AS u
     SET status = new_status,
@@ -103,6 +113,13 @@ BEGIN
     WHERE u.id = uid;
 
     IF NOT FOUND THEN
+        -- Only on failure (no cost per beat): the join finds nothing without the
+        -- settings row either, and "no users row" would then send people astray.
+        IF NOT EXISTS (SELECT 1 FROM public.presence_config) THEN
+            RAISE EXCEPTION 'presence: the public.presence_config row is missing, so no heartbeat can be recorded'
+                USING ERRCODE = '55000',
+                      HINT = 'As postgres (Supabase SQL editor), restore the default timings: INSERT INTO public.presence_config (singleton) VALUES (true) ON CONFLICT (singleton) DO NOTHING; then adjust them with public.presence_configure() if needed.';
+        END IF;
         RAISE EXCEPTION 'presence: no public.users row for user %', uid
             USING ERRCODE = 'PT404',
                   HINT = 'Create the profile row first (schema.sql adds a trigger on auth.users that does it).';
@@ -280,11 +297,54 @@ RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = ''
 AS $$
+DECLARE
+    current_row public.presence_config;
+    new_timeout integer;
+    new_sweep integer;
+    new_beat integer;
 BEGIN
+    SELECT * INTO current_row FROM public.presence_config FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'presence: the public.presence_config row is missing'
+            USING ERRCODE = '55000',
+                  HINT = 'Restore the default timings first: INSERT INTO public.presence_config (singleton) VALUES (true) ON CONFLICT (singleton) DO NOTHING;';
+    END IF;
+    new_timeout := coalesce(presence_configure.timeout_seconds, current_row.timeout_seconds);
+    new_sweep := coalesce(presence_configure.sweep_interval_seconds, current_row.sweep_interval_seconds);
+    new_beat := coalesce(presence_configure.heartbeat_interval_seconds, current_row.heartbeat_interval_seconds);
+
+    -- The same rules as the table's checks, checked first so that each gets a clear
+    -- message (and 2 * heartbeat cannot overflow).
+    IF new_timeout NOT BETWEEN 2 AND 86400 THEN
+        RAISE EXCEPTION 'presence: timeout_seconds must be between 2 and 86400 (got %)', new_timeout
+            USING ERRCODE = '22023';
+    END IF;
+    IF new_sweep NOT BETWEEN 1 AND 59 THEN
+        RAISE EXCEPTION 'presence: sweep_interval_seconds must be between 1 and 59 (got %)', new_sweep
+            USING ERRCODE = '22023',
+                  HINT = 'pg_cron interval schedules run every 1 to 59 seconds.';
+    END IF;
+    IF new_beat NOT BETWEEN 1 AND 43200 THEN
+        RAISE EXCEPTION 'presence: heartbeat_interval_seconds must be between 1 and 43200 (got %)', new_beat
+            USING ERRCODE = '22023';
+    END IF;
+    IF new_sweep > new_timeout THEN
+        RAISE EXCEPTION 'presence: the sweep period (% s) must not be longer than the timeout (% s)',
+            new_sweep, new_timeout
+            USING ERRCODE = '22023',
+                  HINT = 'Otherwise stored statuses stay online long after the timeout; lower sweep_interval_seconds or raise timeout_seconds.';
+    END IF;
+    IF 2 * new_beat > new_timeout THEN
+        RAISE EXCEPTION 'presence: the timeout (% s) must cover at least two heartbeat intervals (% s each)',
+            new_timeout, new_beat
+            USING ERRCODE = '22023',
+                  HINT = 'One late or lost heartbeat must not mark a user offline; lower heartbeat_interval_seconds or raise timeout_seconds.';
+    END IF;
+
     UPDATE public.presence_config AS c
-    SET timeout_seconds = coalesce(presence_configure.timeout_seconds, c.timeout_seconds),
-        sweep_interval_seconds = coalesce(presence_configure.sweep_interval_seconds, c.sweep_interval_seconds),
-        heartbeat_interval_seconds = coalesce(presence_configure.heartbeat_interval_seconds, c.heartbeat_interval_seconds),
+    SET timeout_seconds = new_timeout,
+        sweep_interval_seconds = new_sweep,
+        heartbeat_interval_seconds = new_beat,
         updated_at = now();
     PERFORM public.presence_schedule_sweep();
     RETURN public.presence_settings();
@@ -292,9 +352,11 @@ END;
 $$;
 
 COMMENT ON FUNCTION public.presence_configure(integer, integer, integer) IS
-    'Changes the presence timings (NULL keeps a value) and re-schedules the sweep. Owner only.';
+    'Changes the presence timings (NULL keeps a value; timeout 2-86400 s, sweep 1-59 s and at most the timeout, heartbeat 1-43200 s and at most half the timeout) and re-schedules the sweep. Owner only.';
 
--- Signed-in users beat and read; the owner configures.
+-- Signed-in users beat and read; the owner configures. anon may read the timings
+-- only: the per-user RPCs would answer "not authenticated" anyway, and least privilege
+-- says anon should not be able to call them at all (verify reports it if it can).
 REVOKE EXECUTE ON FUNCTION
     public.presence_heartbeat(text), public.presence_leave(), public.presence_settings(),
     public.presence_get(uuid[]), public.presence_is_online(uuid),

@@ -2,9 +2,13 @@
 -- verify_setup() calls to prove the presence setup is complete.
 --
 -- Returns JSON describing: the schema version, the presence timings, the users table
--- (columns, RLS), every presence function (exists, SECURITY DEFINER, who may execute
--- it), pg_cron (available, installed, version, cron.database_name) and the job
--- mark-inactive-users (schedule, command, active) with its five latest runs.
+-- (columns, RLS, which presence columns the API roles could write directly), every
+-- presence function (exists, SECURITY DEFINER, its SET options such as search_path,
+-- who may execute it), the grants, RLS and policies of public.users,
+-- public.user_presence and public.presence_config, the sign-up trigger that creates
+-- profile rows (schema.sql), pg_cron (available, installed, version,
+-- cron.database_name) and the job mark-inactive-users (schedule, command, active)
+-- with its five latest runs and the size of its run history.
 -- Executable by service_role and postgres only: it reveals configuration.
 --
 -- Later migrations that change the presence API replace this function and bump
@@ -30,6 +34,8 @@ DECLARE
     cron_installed boolean;
     job jsonb := NULL;
     runs jsonb := '[]'::jsonb;
+    history jsonb := NULL;
+    api_roles constant text[] := ARRAY['anon', 'authenticated', 'service_role'];
 BEGIN
     report := jsonb_build_object(
         'schema_version', 3,
@@ -46,13 +52,84 @@ BEGIN
                 (SELECT jsonb_agg(attname ORDER BY attnum)
                  FROM pg_catalog.pg_attribute
                  WHERE attrelid = to_regclass('public.users') AND attnum > 0 AND NOT attisdropped),
-                '[]'::jsonb)
+                '[]'::jsonb),
+            -- Presence columns each API role could write without the presence
+            -- functions (table-wide or column grants, directly or through PUBLIC).
+            'writable_presence_columns', (
+                SELECT coalesce(jsonb_object_agg(r.rolname, jsonb_build_object(
+                    'UPDATE', coalesce((
+                        SELECT jsonb_agg(a.attname ORDER BY a.attnum)
+                        FROM pg_catalog.pg_attribute AS a
+                        WHERE a.attrelid = to_regclass('public.users') AND NOT a.attisdropped
+                          AND a.attname IN ('status', 'last_heartbeat', 'online_since')
+                          AND has_column_privilege(r.oid, a.attrelid, a.attnum, 'UPDATE')), '[]'::jsonb),
+                    'INSERT', coalesce((
+                        SELECT jsonb_agg(a.attname ORDER BY a.attnum)
+                        FROM pg_catalog.pg_attribute AS a
+                        WHERE a.attrelid = to_regclass('public.users') AND NOT a.attisdropped
+                          AND a.attname IN ('last_heartbeat', 'online_since')
+                          AND has_column_privilege(r.oid, a.attrelid, a.attnum, 'INSERT')), '[]'::jsonb)
+                )), '{}'::jsonb)
+                FROM pg_catalog.pg_roles AS r
+                WHERE r.rolname IN ('anon', 'authenticated') AND to_regclass('public.users') IS NOT NULL
+            )
+        ),
+        -- Grants, RLS and policies of what the reads and the heartbeat use.
+        'relations', (
+            SELECT jsonb_object_agg(rel.name, jsonb_build_object(
+                'exists', c.oid IS NOT NULL,
+                'rls_enabled', coalesce(c.relrowsecurity, false),
+                'privileges', (
+                    SELECT coalesce(jsonb_object_agg(r.rolname, (
+                        SELECT coalesce(jsonb_agg(p.name ORDER BY p.ord), '[]'::jsonb)
+                        FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE',
+                                          'REFERENCES', 'TRIGGER']) WITH ORDINALITY AS p (name, ord)
+                        WHERE has_table_privilege(r.oid, c.oid, p.name)
+                    )), '{}'::jsonb)
+                    FROM pg_catalog.pg_roles AS r
+                    WHERE r.rolname = ANY (api_roles) AND c.oid IS NOT NULL
+                ),
+                'policies', (
+                    SELECT coalesce(jsonb_agg(jsonb_build_object(
+                        'name', pol.policyname,
+                        'command', pol.cmd,
+                        'roles', to_jsonb(pol.roles),
+                        'permissive', pol.permissive = 'PERMISSIVE'
+                    ) ORDER BY pol.policyname), '[]'::jsonb)
+                    FROM pg_catalog.pg_policies AS pol
+                    WHERE pol.schemaname = 'public' AND pol.tablename = rel.name
+                )
+            ))
+            FROM (VALUES ('users'), ('user_presence'), ('presence_config')) AS rel (name)
+            LEFT JOIN pg_catalog.pg_class AS c ON c.oid = to_regclass('public.' || rel.name)
+        ),
+        -- schema.sql's trigger that gives every new auth user a profile row (without
+        -- it, a new user's first heartbeat fails with PT404). Apps with their own users
+        -- table may not have the function at all.
+        'signup_trigger', jsonb_build_object(
+            'function_exists', to_regprocedure('public.handle_new_auth_user()') IS NOT NULL,
+            'function_security_definer', coalesce(
+                (SELECT prosecdef FROM pg_catalog.pg_proc
+                 WHERE oid = to_regprocedure('public.handle_new_auth_user()')), false),
+            'function_config', (
+                SELECT to_jsonb(proconfig) FROM pg_catalog.pg_proc
+                WHERE oid = to_regprocedure('public.handle_new_auth_user()')),
+            'triggers', coalesce((
+                SELECT jsonb_agg(jsonb_build_object(
+                    'name', t.tgname,
+                    'enabled', t.tgenabled IN ('O', 'A'),
+                    'on_insert', (t.tgtype & 4) <> 0
+                ) ORDER BY t.tgname)
+                FROM pg_catalog.pg_trigger AS t
+                WHERE t.tgrelid = to_regclass('auth.users') AND NOT t.tgisinternal
+                  AND t.tgfoid = to_regprocedure('public.handle_new_auth_user()')), '[]'::jsonb)
         ),
         'functions', (
             SELECT coalesce(jsonb_agg(jsonb_build_object(
                 'name', f.name,
                 'exists', p.oid IS NOT NULL,
                 'security_definer', coalesce(p.prosecdef, false),
+                'config', to_jsonb(p.proconfig),
                 'execute', jsonb_build_object(
                     'anon', p.oid IS NOT NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'anon')
                             AND has_function_privilege('anon', p.oid, 'EXECUTE'),
@@ -71,6 +148,7 @@ BEGIN
                 ('presence_is_online', 'public.presence_is_online(uuid)'),
                 ('presence_leave', 'public.presence_leave()'),
                 ('presence_list_online', 'public.presence_list_online(integer, uuid)'),
+                ('presence_prune_job_history', 'public.presence_prune_job_history(integer)'),
                 ('presence_schedule_sweep', 'public.presence_schedule_sweep()'),
                 ('presence_settings', 'public.presence_settings()'),
                 ('presence_setup_report', 'public.presence_setup_report()')
@@ -107,6 +185,15 @@ BEGIN
                 ORDER BY runid DESC
                 LIMIT 5
             ) AS r;
+            -- pg_cron never deletes runs; the sweep prunes its own to one day.
+            SELECT jsonb_build_object(
+                'rows', count(*),
+                'older_than_a_day', count(*) FILTER (WHERE d.start_time < now() - interval '1 day'),
+                'oldest_start_time', min(d.start_time),
+                'table_bytes', pg_catalog.pg_total_relation_size('cron.job_run_details'::regclass)
+            ) INTO history
+            FROM cron.job_run_details AS d
+            WHERE d.jobid = (job ->> 'jobid')::bigint;
         END IF;
         report := report || jsonb_build_object(
             'job_count', (SELECT count(*) FROM cron.job WHERE jobname = 'mark-inactive-users'));
@@ -114,12 +201,12 @@ BEGIN
         report := report || jsonb_build_object('job_count', 0);
     END IF;
 
-    RETURN report || jsonb_build_object('job', job, 'recent_runs', runs);
+    RETURN report || jsonb_build_object('job', job, 'recent_runs', runs, 'run_history', history);
 END;
 $$;
 
 COMMENT ON FUNCTION public.presence_setup_report() IS
-    'JSON report of the presence setup (schema version, functions, grants, RLS, pg_cron, job, recent runs) for verify_setup().';
+    'JSON report of the presence setup (schema version, functions and their settings, grants, RLS, policies, sign-up trigger, pg_cron, job, recent runs, run history size) for verify_setup().';
 
 REVOKE EXECUTE ON FUNCTION public.presence_setup_report() FROM PUBLIC, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.presence_setup_report() TO postgres, service_role;

@@ -15,11 +15,5 @@ DROP FUNCTION IF EXISTS public.presence_settings();
 DROP FUNCTION IF EXISTS public.presence_leave();
 DROP FUNCTION IF EXISTS public.presence_heartbeat(text);
 DROP VIEW IF EXISTS public.user_presence;
-DO $$
-BEGIN
-    IF to_regclass('public.presence_config') IS NOT NULL THEN
-        DROP POLICY IF EXISTS presence_config_read ON public.presence_config;
-        REVOKE SELECT ON TABLE public.presence_config FROM anon, authenticated;
-    END IF;
-END;
-$$;
+-- The read policy and SELECT grant on public.presence_config belong to
+-- 20240000000001_add_heartbeat (its rollback drops the table).

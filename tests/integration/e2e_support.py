@@ -80,10 +80,12 @@ async def async_poll(predicate: Callable[[], bool], within: float = 5.0) -> None
 
 
 def set_timings(db: PresenceDatabase, *, timeout: int, interval: int) -> None:
-    """Shorten the presence timings of ``db`` for one test."""
+    """Shorten the presence timings of ``db`` for one test (the sweep period too, which
+    may not exceed the timeout)."""
     db.query(
-        "UPDATE public.presence_config SET timeout_seconds = %s, heartbeat_interval_seconds = %s",
-        (timeout, interval),
+        "UPDATE public.presence_config SET timeout_seconds = %s, heartbeat_interval_seconds = %s, "
+        "sweep_interval_seconds = least(sweep_interval_seconds, %s)",
+        (timeout, interval, timeout),
     )
 
 

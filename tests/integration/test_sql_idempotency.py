@@ -215,7 +215,7 @@ EXISTING_USERS = [
     ("00000000-0000-4000-8000-000000000001", "online"),
     ("00000000-0000-4000-8000-000000000002", "offline"),
     ("00000000-0000-4000-8000-000000000003", None),
-    ("00000000-0000-4000-8000-000000000004", "idle"),  # not a presence status
+    ("00000000-0000-4000-8000-000000000004", "away"),  # never beat
 ]
 
 
@@ -228,6 +228,37 @@ def make_existing_users_table(conn: psycopg.Connection[Any]) -> None:
 
 def users_rows(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
     return conn.execute("SELECT id::text, status FROM public.users ORDER BY id").fetchall()
+
+
+def without_users_acl(snap: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """The snapshot without the grants on public.users (table and columns)."""
+    return snap | {
+        "relations": [
+            r | {"acl": None} if r["relname"] == "users" else r for r in snap["relations"]
+        ],
+        "columns": [c | {"acl": None} if c["relname"] == "users" else c for c in snap["columns"]],
+    }
+
+
+def narrowed_client_grants(snap: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, str]]:
+    """anon's and authenticated's privilege letters on public.users and its columns."""
+
+    def letters(acl: list[str]) -> dict[str, str]:
+        found = {}
+        for item in acl:
+            role, _, rest = item.partition("=")
+            if role in ("anon", "authenticated"):
+                found[role] = rest.split("/")[0]
+        return found
+
+    grants = {}
+    for rel in snap["relations"]:
+        if rel["relname"] == "users":
+            grants["table"] = letters(rel["acl"])
+    for col in snap["columns"]:
+        if col["relname"] == "users" and (found := letters(col["acl"])):
+            grants[col["attname"]] = found
+    return grants
 
 
 def check_existing_users_round_trip(conn: psycopg.Connection[Any]) -> list[str]:
@@ -243,7 +274,17 @@ def check_existing_users_round_trip(conn: psycopg.Connection[Any]) -> list[str]:
     assert constraint
     assert constraint[0]["convalidated"] is False  # old rows are not rescanned
     rollback_all(conn, schema=False)
-    assert without_jobids(snapshot(conn)) == without_jobids(original)
+    rolled_back = snapshot(conn)
+    # Everything is as before, except that the API roles' table-wide INSERT and UPDATE
+    # (Supabase's default privileges) stay narrowed to the app's columns.
+    assert without_users_acl(without_jobids(rolled_back)) == without_users_acl(
+        without_jobids(original)
+    )
+    assert narrowed_client_grants(rolled_back) == {
+        "table": {"anon": "rdDxt", "authenticated": "rdDxt"},
+        "id": {"anon": "aw", "authenticated": "aw"},
+        "status": {"anon": "a", "authenticated": "a"},
+    }
     assert users_rows(conn) == sorted(EXISTING_USERS)
     notices += apply_presence_sql(conn, schema=False)
     assert without_jobids(snapshot(conn)) == without_jobids(applied)
@@ -259,7 +300,7 @@ def test_existing_users_table_without_pg_cron_database(empty_db: PresenceDatabas
             "UPDATE public.users SET last_heartbeat = now() - interval '46 seconds' "
             "WHERE status = 'online'"
         )
-        # The stale 'online' row and the never-beating 'idle' row; NULL is left alone
+        # The stale 'online' row and the never-beating 'away' row; NULL is left alone
         # (it already reads as offline).
         assert conn.execute("SELECT public.mark_inactive_users_offline()").fetchone() == (2,)
         assert (

@@ -161,6 +161,7 @@ def test_setup_report_lists_the_grants(presence_db: PresenceDatabase) -> None:
         "presence_is_online": users,
         "presence_leave": users,
         "presence_list_online": users,
+        "presence_prune_job_history": nobody,
         "presence_schedule_sweep": nobody,
         "presence_settings": {"anon": True, "authenticated": True, "service_role": True},
         "presence_setup_report": service,
@@ -344,6 +345,7 @@ def test_security_definer_functions_pin_an_empty_search_path(
         "mark_inactive_users_offline",
         "presence_heartbeat",
         "presence_leave",
+        "presence_prune_job_history",
         "presence_setup_report",
     ]
     assert all(r["proconfig"] == ['search_path=""'] for r in rows), rows

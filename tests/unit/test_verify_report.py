@@ -28,6 +28,20 @@ from presence_sdk._verify import (
 SERVER_TIME = "2026-01-01T12:00:00+00:00"
 
 
+USERS_COLUMNS = ["id", "status", "created_at", "last_heartbeat", "online_since"]
+ALL_PRIVILEGES = ["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"]
+
+
+def relation(
+    privileges: dict[str, list[str]], policies: list[dict[str, Any]], *, rls: bool = True
+) -> dict[str, Any]:
+    return {"exists": True, "rls_enabled": rls, "privileges": privileges, "policies": policies}
+
+
+def policy(name: str, command: str, roles: list[str]) -> dict[str, Any]:
+    return {"name": name, "command": command, "roles": roles, "permissive": True}
+
+
 def healthy() -> dict[str, Any]:
     """A report as presence_setup_report() returns it for a complete setup."""
     expected = expected_setup()
@@ -38,10 +52,16 @@ def healthy() -> dict[str, Any]:
                 "name": name,
                 "exists": True,
                 "security_definer": name in expected.security_definer,
+                "config": ['search_path=""'],
                 "execute": {
                     "anon": name == "presence_settings",
                     "authenticated": name in CLIENT_FUNCTIONS,
-                    "service_role": name not in ("presence_configure", "presence_schedule_sweep"),
+                    "service_role": name
+                    not in (
+                        "presence_configure",
+                        "presence_schedule_sweep",
+                        "presence_prune_job_history",
+                    ),
                 },
             }
         )
@@ -58,7 +78,41 @@ def healthy() -> dict[str, Any]:
         "users_table": {
             "exists": True,
             "rls_enabled": True,
-            "columns": ["id", "status", "created_at", "last_heartbeat", "online_since"],
+            "columns": USERS_COLUMNS,
+            "writable_presence_columns": {
+                "anon": {"UPDATE": [], "INSERT": []},
+                "authenticated": {"UPDATE": [], "INSERT": []},
+            },
+        },
+        "relations": {
+            "users": relation(
+                {"anon": [], "authenticated": ["SELECT"], "service_role": ALL_PRIVILEGES},
+                [
+                    policy("users_select_authenticated", "SELECT", ["authenticated"]),
+                    policy("users_update_own", "UPDATE", ["authenticated"]),
+                ],
+            ),
+            "user_presence": relation(
+                {"anon": [], "authenticated": ["SELECT"], "service_role": ["SELECT"]},
+                [],
+                rls=False,
+            ),
+            "presence_config": relation(
+                {"anon": ["SELECT"], "authenticated": ["SELECT"], "service_role": ["SELECT"]},
+                [
+                    policy(
+                        "presence_config_read", "SELECT", ["anon", "authenticated", "service_role"]
+                    )
+                ],
+            ),
+        },
+        "signup_trigger": {
+            "function_exists": True,
+            "function_security_definer": True,
+            "function_config": ['search_path=""'],
+            "triggers": [
+                {"name": "on_auth_user_created_presence", "enabled": True, "on_insert": True}
+            ],
         },
         "functions": functions,
         "pg_cron": {
@@ -93,6 +147,12 @@ def healthy() -> dict[str, Any]:
                 "end_time": "2026-01-01T11:59:30.01+00:00",
             },
         ],
+        "run_history": {
+            "rows": 4321,
+            "older_than_a_day": 1,
+            "oldest_start_time": "2025-12-31T11:59:50+00:00",
+            "table_bytes": 1_400_000,
+        },
     }
 
 
@@ -124,13 +184,14 @@ def test_a_healthy_report_passes_every_check_and_states_the_sweep_period() -> No
         "settings",
         "security.rls",
     ]
-    assert names[-6:] == [
+    assert names[-7:] == [
         "cron.job",
         "cron.job.active",
         "cron.job.command",
         "cron.job.schedule",
         "cron.job.runs",
         "cron.job.recent",
+        "cron.job.history",
     ]
     assert all(c.fix == "" for c in report.checks)
     assert "sweep period: 20 s" in str(report)
