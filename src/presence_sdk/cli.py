@@ -259,28 +259,36 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------
 # status
 
+# A status column the app made may be nullable (NULL reads as offline and is never
+# swept), and rows written around the presence functions may hold any value or an
+# infinite heartbeat: count them apart instead of failing on them.
 _STATUS_SQL = """
 SELECT public.presence_counts() AS counts,
        public.presence_settings() AS settings,
        current_database() AS database,
        (SELECT coalesce(jsonb_object_agg(s.status, s.n), '{}'::jsonb)
-        FROM (SELECT status, count(*) AS n FROM public.users GROUP BY status) AS s) AS stored,
+        FROM (SELECT status, count(*) AS n FROM public.users
+              WHERE status IS NOT NULL GROUP BY status) AS s) AS stored,
+       (SELECT count(*) FROM public.users WHERE status IS NULL) AS stored_without_status,
        (SELECT count(*)
         FROM public.users AS u CROSS JOIN public.presence_config AS c
         WHERE u.status <> 'offline'
           AND (u.last_heartbeat IS NULL
-               OR u.last_heartbeat < now() - make_interval(secs => c.timeout_seconds))
-       ) AS awaiting_sweep
+               OR u.last_heartbeat <= now() - make_interval(secs => c.timeout_seconds))
+       ) AS awaiting_sweep,
+       (SELECT count(*) FROM public.users
+        WHERE last_heartbeat IS NOT NULL AND NOT isfinite(last_heartbeat)) AS infinite_heartbeats
 """
 _NEWEST_SQL = """
 SELECT p.user_id, p.status, p.online, u.status AS stored_status, p.last_heartbeat,
        extract(epoch FROM now() - p.last_heartbeat)::float8 AS age_seconds
 FROM public.user_presence AS p
 JOIN public.users AS u ON u.id = p.user_id
-WHERE p.last_heartbeat IS NOT NULL
+WHERE p.last_heartbeat IS NOT NULL AND isfinite(p.last_heartbeat)
 ORDER BY p.last_heartbeat DESC
 LIMIT %s
 """
+_PRESENCE_STATUSES = ("online", "away", "busy", "offline")
 _INSTALLED_SQL = (
     "SELECT to_regprocedure('public.presence_counts()') IS NOT NULL "
     "AND to_regclass('public.user_presence') IS NOT NULL"
@@ -307,7 +315,9 @@ def _status_data(dsn: str, limit: int) -> dict[str, Any]:
         "settings": summary.get("settings"),
         "counts": summary.get("counts"),
         "stored": summary.get("stored"),
+        "stored_without_status": summary.get("stored_without_status"),
         "awaiting_sweep": summary.get("awaiting_sweep"),
+        "infinite_heartbeats": summary.get("infinite_heartbeats"),
         "newest": [
             {
                 "user_id": str(row["user_id"]),
@@ -351,20 +361,37 @@ def _cmd_status(args: argparse.Namespace) -> int:
         f"sweep every {settings.get('sweep_interval_seconds')} s)"
     )
     _out(f"  {'status':<8} {'now':>8} {'stored':>8}")
-    for status in ("online", "away", "busy", "offline"):
+    for status in _PRESENCE_STATUSES:
         _out(f"  {status:<8} {counts.get(status, 0):>8} {stored.get(status, 0):>8}")
+    for other in sorted(set(stored) - set(_PRESENCE_STATUSES)):
+        _out(f"  {_one_line(other)[:40]:<8} {'-':>8} {stored[other]:>8}  (not a presence status)")
+    if data["stored_without_status"]:
+        _out(
+            f"  {'(none)':<8} {'-':>8} {data['stored_without_status']:>8}  "
+            "(no status: reads as offline)"
+        )
     _out(f"  {'total':<8} {sum(counts.get(s, 0) for s in counts):>8}")
     _out(
         f"  awaiting the sweep: {data['awaiting_sweep']} "
-        "(stored as present, silent for longer than the timeout)"
+        "(stored as present, silent for the timeout or longer)"
     )
+    if data["infinite_heartbeats"]:
+        _out(
+            f"  {data['infinite_heartbeats']} user(s) with an infinite last_heartbeat, "
+            "written around the presence functions (infinity reads as online forever): "
+            "run presence-sdk verify"
+        )
     if not data["newest"]:
         _out("no heartbeats yet")
         return EXIT_OK
     _out(f"newest heartbeats (latest {len(data['newest'])}):")
     for row in data["newest"]:
         stored = row["stored_status"]
-        note = f"  (stored: {stored}, awaiting the sweep)" if stored != row["status"] else ""
+        note = ""
+        if stored is None:
+            note = "  (stored: no status)"
+        elif stored != row["status"]:
+            note = f"  (stored: {_one_line(stored)[:40]}, awaiting the sweep)"
         _out(
             f"  {row['user_id']}  {row['status']:<8} "
             f"{row['last_heartbeat']} ({_age(row['age_seconds'])}){note}"
