@@ -303,11 +303,10 @@ def check_job_history(facts: Facts) -> Iterator[SetupCheck]:
     if old > HISTORY_LIMIT:
         oldest = report_time(history.get("oldest_start_time"))
         now = report_time(facts.raw.get("server_time"))
-        since = (
-            f", the oldest from {(now - oldest).days} days ago"
-            if oldest is not None and now is not None
-            else ""
-        )
+        since = ""
+        if oldest is not None and now is not None:
+            days = (now - oldest).days
+            since = f", the oldest from {days} day{'' if days == 1 else 's'} ago"
         per_day = f" ({86400 // facts.period} a day)" if facts.period else ""
         yield failed(
             "cron.job.history",

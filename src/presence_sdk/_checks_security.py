@@ -8,6 +8,7 @@ check whose data is missing from the report (an older report) yields nothing:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -181,6 +182,13 @@ def check_search_path(facts: Facts) -> Iterator[SetupCheck]:
         )
 
 
+def _ident(name: str) -> str:
+    """An SQL identifier as PostgreSQL's quote_ident() would write it."""
+    if re.fullmatch(r"[a-z_][a-z0-9_$]*", name):
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
 def check_presence_columns(facts: Facts) -> Iterator[SetupCheck]:
     """Clients cannot write presence columns of public.users except through the RPCs."""
     writable = get(facts.users_table, "writable_presence_columns")
@@ -195,7 +203,7 @@ def check_presence_columns(facts: Facts) -> Iterator[SetupCheck]:
                 continue
             found.append(f"{role} can {privilege} {', '.join(columns)}")
             if privilege in (facts.privileges("users", role) or ()):
-                others = [c for c in facts.users_columns if c not in protected]
+                others = [_ident(c) for c in facts.users_columns if c not in protected]
                 fixes.append(f"REVOKE {privilege} ON TABLE public.users FROM {role};")
                 if others:
                     fixes.append(

@@ -585,3 +585,97 @@ def test_verify_and_migrate_names_are_public_and_documented() -> None:
     assert presence_sdk.__all__ == sorted(
         presence_sdk.__all__, key=lambda n: (not n[0].isupper(), n)
     )
+
+
+# -- findings added after attacking 0.1.0 (issue 11); proven on a database in
+# -- tests/integration/test_verify_hardening.py
+
+
+def test_an_older_report_is_named_once_and_its_checks_are_skipped() -> None:
+    raw = healthy()
+    for key in ("relations", "signup_trigger", "run_history"):
+        del raw[key]
+    del raw["users_table"]["writable_presence_columns"]
+    for fn in raw["functions"]:
+        del fn["config"]
+    report = build_report(raw)
+    finding = only_problem(report, "schema.report")
+    assert "function settings, grants and policies, presence column grants" in finding.detail
+    assert "presence-sdk sql --file" in finding.fix
+    names = {c.name for c in report.checks}
+    assert not names & {
+        "security.search_path",
+        "security.presence_columns",
+        "security.reads",
+        "security.writes",
+        "security.policies",
+        "signup_trigger",
+        "cron.job.history",
+    }
+
+
+def test_plain_postgres_without_the_api_roles_raises_no_alarm() -> None:
+    raw = healthy()
+    for rel in raw["relations"].values():
+        rel["privileges"] = {}
+    raw["users_table"]["writable_presence_columns"] = {}
+    report = build_report(raw)
+    assert report.ok, str(report)
+
+
+def test_a_policy_for_public_lets_everyone_read() -> None:
+    raw = healthy()
+    raw["relations"]["users"]["policies"] = [policy("everyone", "ALL", ["public"])]
+    assert build_report(raw).ok
+    raw["relations"]["users"]["policies"][0]["permissive"] = False
+    finding = only_problem(build_report(raw), "security.policies")
+    assert "read public.users" in finding.detail
+
+
+def test_presence_columns_fix_keeps_the_apps_columns_and_quotes_them() -> None:
+    raw = healthy()
+    raw["users_table"]["columns"] = ["id", "status", "Nick Name", "last_heartbeat", "online_since"]
+    raw["users_table"]["writable_presence_columns"]["authenticated"]["UPDATE"] = [
+        "status",
+        "last_heartbeat",
+        "online_since",
+    ]
+    raw["relations"]["users"]["privileges"]["authenticated"] = ["SELECT", "UPDATE"]
+    finding = only_problem(build_report(raw), "security.presence_columns")
+    assert finding.fix.startswith(
+        "REVOKE UPDATE ON TABLE public.users FROM authenticated; "
+        'GRANT UPDATE (id, "Nick Name") ON TABLE public.users TO authenticated;'
+    )
+
+
+@pytest.mark.parametrize(("old", "ok"), [(10_000, True), (10_001, False)])
+def test_run_history_limit(old: int, ok: bool) -> None:
+    raw = healthy()
+    raw["run_history"].update(older_than_a_day=old, rows=old + 4320)
+    check_ = check(build_report(raw), "cron.job.history")
+    assert check_.ok is ok
+    assert "the whole table: 1.3 MB" in check_.detail
+    if not ok:
+        assert "the oldest from 1 day ago" in check_.detail
+        assert check_.fix.startswith(
+            "delete the backlog now: SELECT public.presence_prune_job_history("
+        )
+
+
+def test_a_configured_sweep_longer_than_the_timeout_is_fixed_at_the_setting() -> None:
+    raw = healthy()
+    raw["settings"]["sweep_interval_seconds"] = 50
+    raw["job"]["schedule"] = "50 seconds"
+    report = build_report(raw)
+    assert [c.name for c in report.problems] == ["settings", "cron.job.schedule"]
+    for finding in report.problems:
+        assert finding.fix.endswith(
+            "SELECT public.presence_configure(sweep_interval_seconds => 20);"
+        )
+
+
+def test_definer_settings_include_the_signup_trigger_function() -> None:
+    raw = healthy()
+    raw["signup_trigger"]["function_config"] = None
+    finding = only_problem(build_report(raw), "security.search_path")
+    assert finding.fix == "ALTER FUNCTION public.handle_new_auth_user() SET search_path = '';"
