@@ -253,10 +253,38 @@ def test_retry_after_is_honoured() -> None:
 
 
 def test_retry_after_beyond_the_interval_postpones_the_next_beat() -> None:
-    sim = Sim(config(), respond=failing(lambda: RateLimitedError("429", retry_after=25.0), 1))
+    sim = Sim(config(), respond=failing(lambda: RateLimitedError("429", retry_after=15.0), 1))
     sim.run(30)
-    assert sim.beat_times() == [0.0, 25.0]
+    assert sim.beat_times() == [0.0, 15.0, 25.0]
     assert sim.engine.stats().beats_failed == 1
+
+
+def test_retry_after_is_capped_to_keep_the_user_online(caplog: pytest.LogCaptureFixture) -> None:
+    # interval 10, timeout 30, no beat accepted yet: each wait is capped at
+    # timeout - interval = 20 s from the 429 instead of a day; the third beat succeeds.
+    sim = Sim(config(), respond=failing(lambda: RateLimitedError("429", retry_after=86400), 2))
+    with caplog.at_level(logging.DEBUG, logger="presence_sdk"):
+        sim.run(55)
+    assert sim.beat_times() == [0.0, 20.0, 40.0, 50.0]
+    warnings = [r for r in caplog.records if "Retry-After" in r.getMessage()]
+    assert [r.levelno for r in warnings] == [logging.WARNING, logging.DEBUG]  # logged once
+
+
+def test_retry_after_cap_counts_from_the_last_accepted_beat() -> None:
+    calls = {"n": 0}
+
+    def respond(call: Call, now: float) -> Any:
+        if call.fn == "presence_heartbeat":
+            calls["n"] += 1
+            if calls["n"] == 2:  # the beat at 10 s: the user is online until 30 s
+                raise RateLimitedError("429", retry_after=86400)
+        return T0
+
+    sim = Sim(config(), respond=respond)
+    sim.run(45)
+    # The wait ends one interval before the user would go offline: 0 + 30 - 10 = 20,
+    # i.e. the regular schedule; then beats go on every interval (the wait is cleared).
+    assert sim.beat_times() == [0.0, 10.0, 20.0, 30.0, 40.0]
 
 
 @pytest.mark.parametrize(
