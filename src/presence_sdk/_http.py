@@ -56,10 +56,14 @@ class OwnedClient(httpx.Client):
         return super().send(request, **kwargs)
 
     def close(self) -> None:
-        """Close the pool; a later request opens a new one."""
+        """Close the pool (a later request opens a new one); a pool inherited from the
+        parent process is dropped instead (see the module docstring)."""
         with self._presence_guard:
+            if self._presence_pid == os.getpid():
+                super().close()
+            else:
+                self._presence_inherited.append(_pool_of(self))
             self._presence_closed = True
-            super().close()
 
     def _renew(self) -> None:
         with self._presence_guard:
@@ -92,15 +96,12 @@ class OwnedAsyncClient(httpx.AsyncClient):
     async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         """Send ``request`` over a pool of this process and loop."""
         loop = asyncio.get_running_loop()
-        bound = self._presence_loop() if self._presence_loop is not None else None
-        if self._presence_pid != os.getpid() or bound is not loop or self._presence_closed:
-            # No await between the check and the renewal: atomic within the loop.
-            # Connections of another process or loop are left alone (see module doc).
-            if self._presence_pid != os.getpid() or (
-                self._presence_loop is not None and bound is not loop
-            ):
-                self._presence_inherited.append(_pool_of(self))
-            if self._presence_loop is not None or self._presence_closed:
+        here = self._presence_pool_is_here(loop)
+        if not here or self._presence_closed or self._presence_loop is None:
+            # No await from the check to the renewal: atomic within the loop.
+            if not here:
+                self._presence_inherited.append(_pool_of(self))  # left alone
+            if not here or self._presence_closed:
                 httpx.AsyncClient.__init__(self, **self._presence_settings)
             self._presence_pid = os.getpid()
             self._presence_loop = weakref.ref(loop)
@@ -108,9 +109,19 @@ class OwnedAsyncClient(httpx.AsyncClient):
         return await super().send(request, **kwargs)
 
     async def aclose(self) -> None:
-        """Close the pool; a later request opens a new one."""
+        """Close the pool (a later request opens a new one). A pool of another process
+        or of an event loop that has ended cannot be closed from here: it is dropped."""
+        if self._presence_loop is None or self._presence_pool_is_here(asyncio.get_running_loop()):
+            await super().aclose()
+        else:
+            self._presence_inherited.append(_pool_of(self))
         self._presence_closed = True
-        await super().aclose()
+
+    def _presence_pool_is_here(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether the pool was made in this process, for ``loop`` (or never used)."""
+        if self._presence_pid != os.getpid():
+            return False
+        return self._presence_loop is None or self._presence_loop() is loop
 
 
 def _pool_of(client: httpx.Client | httpx.AsyncClient) -> dict[str, Any]:

@@ -19,6 +19,7 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -104,10 +105,8 @@ class _Handler(BaseHTTPRequestHandler):
     def finish(self) -> None:
         with self.server.state.lock:
             self.server.state.connections.discard(self.connection)
-        try:
+        with contextlib.suppress(OSError):  # the client hung up
             super().finish()
-        except OSError:
-            pass
 
     def _serve(self) -> None:
         state = self.server.state
@@ -162,9 +161,7 @@ def _now() -> str:
 
 def _default(handler: _Handler) -> None:
     path = handler.path.split("?", 1)[0]
-    if path == "/rest/v1/rpc/presence_heartbeat":
-        json_answer(_now())(handler)
-    elif path == "/rest/v1/rpc/presence_leave":
+    if path in ("/rest/v1/rpc/presence_heartbeat", "/rest/v1/rpc/presence_leave"):
         json_answer(_now())(handler)
     elif path == "/rest/v1/rpc/presence_settings":
         json_answer({**SETTINGS, "server_time": _now()})(handler)
@@ -303,10 +300,8 @@ class MisbehavingServer:
         with state.lock:
             connections = list(state.connections)
         for connection in connections:
-            try:
+            with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline:
             with state.lock:

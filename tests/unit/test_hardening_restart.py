@@ -8,10 +8,10 @@ online, until the next beat).
 
 from __future__ import annotations
 
+from client_support import wait_until
 from hardening_support import endpoints, heartbeat_threads, quick, sync_client
 from misbehaving_server import MisbehavingServer, hang
 
-from client_support import wait_until
 from presence_sdk import PresenceState
 from presence_sdk._core import Call, Driver, Heartbeat, RunControl, Sleep
 
@@ -45,7 +45,8 @@ def test_a_superseded_run_sends_no_leave_and_its_end_wakes_the_new_run() -> None
     old = engine.begin_run()
     engine.request_stop(old)
     new = engine.begin_run()  # stop() gave up on ``old``; start() followed
-    assert old.superseded and not new.superseded
+    assert old.superseded
+    assert not new.superseded
     assert list(engine.leave(old)) == []  # no leave from the superseded run
 
     driver = Driver(engine.run(new))

@@ -14,10 +14,10 @@ import logging
 import time
 
 import pytest
+from client_support import async_wait_until, wait_until
 from hardening_support import async_client, quick, sync_client
 from misbehaving_server import MisbehavingServer, status
 
-from client_support import async_wait_until, wait_until
 from presence_sdk import PresenceState
 
 A_DAY = status(429, message="slow down", retry_after="86400")
