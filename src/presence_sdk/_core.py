@@ -96,8 +96,9 @@ class PresenceState(StrEnum):
         STOPPED: Not running (before ``start()``, after ``stop()``, in a forked child).
         STARTING: Started; the first heartbeat has not been answered yet.
         ONLINE: The last heartbeat succeeded.
-        DEGRADED: The last heartbeat failed for a transient reason (network, 5xx, 429)
-            after its retries; the client keeps beating on schedule.
+        DEGRADED: The last heartbeat failed for a transient reason (network, timeout,
+            5xx, 429, an answer that is not the server's time) after its retries; the
+            client keeps beating on schedule.
         UNAUTHENTICATED: No valid session (and refreshing it failed): the client tries
             again every interval, without spinning, until the app signs the user in.
         NOT_INSTALLED: The presence SQL is missing on the server (PGRST202): apply the
@@ -130,7 +131,8 @@ class PresenceStats:
         status: The status the client reports (``online``, ``away`` or ``busy``).
         beats_sent: Heartbeats the server accepted.
         beats_failed: Heartbeats given up after their retries.
-        retries: Extra attempts made (retries and the retry after a session refresh).
+        retries: Retry requests sent (retries of transient failures, and the one retry
+            after a session refresh; a refresh that fails sends none).
         consecutive_failures: Heartbeats failed since the last success.
         last_success: Server time of the last accepted heartbeat (None: none yet).
         last_error: The error of the last failed heartbeat or leave (None: none yet).
