@@ -655,6 +655,10 @@ class Heartbeat:
         if old is not None:
             self._announce(old, PresenceState.STOPPING)
 
+    def stop_time_left(self, control: RunControl) -> float:
+        """Seconds until ``control``'s stop deadline (0 when passed or not stopping)."""
+        return max(0.0, control.stop_deadline - self._clock()) if control.stop_requested else 0.0
+
     def end_run(self, control: RunControl) -> bool:
         """``control``'s run is over (whatever happened): state STOPPED if it was current.
 

@@ -8,6 +8,9 @@ online, until the next beat).
 
 from __future__ import annotations
 
+import threading
+import time
+
 from client_support import wait_until
 from hardening_support import endpoints, heartbeat_threads, quick, sync_client
 from misbehaving_server import MisbehavingServer, hang
@@ -58,3 +61,26 @@ def test_a_superseded_run_sends_no_leave_and_its_end_wakes_the_new_run() -> None
     assert isinstance(effect, Call)
     assert effect.fn == "presence_heartbeat"  # beats again at once
     assert engine.end_run(RunControl()) is False  # an unrelated run changes nothing
+
+
+def test_a_second_concurrent_stop_also_waits_for_the_leave(
+    misbehaving: MisbehavingServer,
+) -> None:
+    # stop() no longer waits under the client's lock; a stop() racing another one (a
+    # SIGTERM handler while the app stops) must still return only after the leave.
+    misbehaving.always("presence_leave", hang(0.4))
+    presence = sync_client(misbehaving, quick(interval=10.0, timeout=30.0, stop_timeout=2.0))
+    presence.start()
+    wait_until(lambda: presence.state is PresenceState.ONLINE)
+    returned: list[float] = []
+    other = threading.Thread(target=lambda: (presence.stop(), returned.append(time.monotonic())))
+    first = threading.Thread(target=presence.stop)
+    first.start()
+    wait_until(lambda: presence.state is PresenceState.STOPPING)
+    other.start()
+    first.join()
+    other.join()
+    answered = misbehaving.seen("presence_leave")[0].at + 0.4
+    assert returned[0] >= answered - 0.05  # not before the leave was answered
+    assert presence.state is PresenceState.STOPPED
+    presence.close()

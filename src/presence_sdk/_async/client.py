@@ -102,6 +102,7 @@ class AsyncPresenceClient(ClientBase[AsyncClient]):
         self._lock: asyncio.Lock | None = None
         self._lock_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self._run: _Run | None = None
+        self._stopping: _Run | None = None  # the run a stop() is waiting for
         self._loop: asyncio.AbstractEventLoop | None = None
         self._signal_tasks: set[asyncio.Task[None]] = set()
         self._hooks = ExitHooks(None, self._stop_then if self.config.handle_sigterm else None)
@@ -162,22 +163,38 @@ class AsyncPresenceClient(ClientBase[AsyncClient]):
         with holding_callbacks():
             async with self._lock_here():
                 run, self._run = self._run, None
+                first = run is not None
+                if run is not None:
+                    self._hooks.uninstall()
+                    self._engine.request_stop(run.control)
+                    self._stopping = run
+                else:  # another stop() is under way (a signal, a task): wait too
+                    run = self._stopping
                 if run is None or run.task is None:
                     return
-                self._hooks.uninstall()
-                self._engine.request_stop(run.control)
+                task_loop = run.task.get_loop()
+                if task_loop is not asyncio.get_running_loop():
+                    # A run of another loop: nothing here can wait for it.
+                    if task_loop.is_closed():
+                        self._engine.end_run(run.control)
+                    else:
+                        task_loop.call_soon_threadsafe(run.wake.set)
+                    return
                 run.wake.set()
         # The wait is outside the lock: the task's last callbacks may use the client.
         if run.task is asyncio.current_task():
             return
-        done, _ = await asyncio.wait({run.task}, timeout=self.config.stop_timeout)
-        if not done:
+        await asyncio.wait({run.task}, timeout=self._engine.stop_time_left(run.control))
+        if not run.task.done() and first:
             LOGGER.warning(
                 "presence: stop() gave up waiting after %.1fs (network slow?)",
                 self.config.stop_timeout,
             )
             run.task.cancel()
+        if not run.task.done():
             await asyncio.wait({run.task})
+        if self._stopping is run:
+            self._stopping = None
 
     async def close(self) -> None:
         """Stop, and release the connections of the httpx client :meth:`from_url`
@@ -380,3 +397,4 @@ class AsyncPresenceClient(ClientBase[AsyncClient]):
         self._lock = None
         self._lock_loop = None
         self._run = None
+        self._stopping = None

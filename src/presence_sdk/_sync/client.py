@@ -103,6 +103,7 @@ class PresenceClient(ClientBase[Client]):
     def _init_shell(self) -> None:
         self._lock = threading.RLock()
         self._run: _Run | None = None
+        self._stopping: _Run | None = None  # the run a stop() is waiting for
         self._hooks = ExitHooks(
             self.stop if self.config.stop_at_exit else None,
             self._stop_then if self.config.handle_sigterm else None,
@@ -175,16 +176,25 @@ class PresenceClient(ClientBase[Client]):
         """
         with holding_callbacks(), self._lock:
             run, self._run = self._run, None
+            first = run is not None
+            if run is not None:
+                self._hooks.uninstall()
+                self._engine.request_stop(run.control)
+                run.wake.set()
+                self._stopping = run
+            else:  # another stop() is under way (a signal handler, a thread): wait too
+                run = self._stopping
             if run is None or run.thread is None:
                 return
-            self._hooks.uninstall()
-            self._engine.request_stop(run.control)
-            run.wake.set()
         # The wait is outside the lock: the thread's last callbacks may call any method.
         if run.thread is threading.current_thread():
             return  # stop() from a callback on the heartbeat thread
-        run.thread.join(self.config.stop_timeout)
-        if run.thread.is_alive():
+        run.thread.join(self._engine.stop_time_left(run.control))
+        if not run.thread.is_alive():
+            with self._lock:
+                if self._stopping is run:
+                    self._stopping = None
+        elif first:
             LOGGER.warning(
                 "presence: stop() gave up waiting after %.1fs for a request in flight; "
                 "the heartbeat thread ends on its own within the request timeout",
@@ -319,6 +329,7 @@ class PresenceClient(ClientBase[Client]):
     def _reset_after_fork(self) -> None:
         self._lock = threading.RLock()
         self._run = None
+        self._stopping = None
 
 
 def _send(http: httpx.Client, request: httpx.Request, job: Job[httpx.Response]) -> httpx.Response:
