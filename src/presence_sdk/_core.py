@@ -720,8 +720,16 @@ class Heartbeat:
             yield from self.leave(control)
 
     def beat_once(self) -> Effects[datetime | None]:
-        """One heartbeat now, with the retry policy; raises its final error."""
+        """One heartbeat now, with the retry policy; raises its final error.
+
+        A stopped run still finishing (its ``stop()`` gave up waiting) is superseded
+        first, as by :meth:`begin_run`: its leave must not land after this beat.
+        """
         control = RunControl()
+        with self._lock:
+            lingering = self._run
+            if lingering is not None and lingering.stop_requested:
+                lingering.superseded = True
         try:
             beat_at = yield from self._beat(control)
         except PresenceError as exc:

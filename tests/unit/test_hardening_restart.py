@@ -84,3 +84,15 @@ def test_a_second_concurrent_stop_also_waits_for_the_leave(
     assert returned[0] >= answered - 0.05  # not before the leave was answered
     assert presence.state is PresenceState.STOPPED
     presence.close()
+
+
+def test_a_manual_beat_after_an_early_stop_supersedes_the_stopped_run() -> None:
+    engine = Heartbeat(quick(interval=10.0, timeout=30.0))
+    old = engine.begin_run()
+    engine.request_stop(old)  # stop() gave up waiting; the app then beats by hand
+    driver = Driver(engine.beat_once())
+    next(driver)
+    driver.reply("2025-01-02T03:04:05+00:00")
+    assert list(driver) == []
+    assert old.superseded
+    assert list(engine.leave(old)) == []  # the late leave is never sent
