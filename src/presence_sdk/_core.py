@@ -57,6 +57,7 @@ from presence_sdk._queries import Query
 
 __all__ = [
     "LOGGER",
+    "MIN_SERVER_INTERVAL",
     "AuthCall",
     "Call",
     "Driver",
