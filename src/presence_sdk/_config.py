@@ -55,8 +55,9 @@ class PresenceConfig:
         interval: Seconds between heartbeats. None (default): the server's
             ``heartbeat_interval_seconds`` from ``presence_settings()`` (15 s as shipped).
         timeout: Seconds after which the server considers a silent user offline. None
-            (default): the server's ``timeout_seconds`` (45 s as shipped). Only used to
-            check the interval: a heartbeat must arrive well within the timeout.
+            (default): the server's ``timeout_seconds`` (45 s as shipped). Used to
+            check the interval (a heartbeat must arrive well within the timeout) and to
+            cap a server's ``Retry-After`` so that the user stays online.
         jitter: Each wait between heartbeats is ``interval`` times a random factor in
             ``[1 - jitter, 1 + jitter]`` so that many clients do not beat in lockstep.
             From 0 to 0.5; default 0.1.
@@ -70,7 +71,9 @@ class PresenceConfig:
         idle_backoff_max: While the server refuses heartbeats for a reason retries cannot
             fix (presence SQL missing, a rejected request), the client tries again after
             ``interval``, doubling up to this cap, in seconds. Default 300.
-        request_timeout: Timeout of one HTTP request, in seconds. Default 5.
+        request_timeout: Total time one HTTP request may take, in seconds, from
+            connecting to reading the last byte of the answer (in both clients; a
+            request over it is aborted and counts as a transient failure). Default 5.
         stop_timeout: Upper bound, in seconds, of how long ``stop()`` waits for the
             heartbeat in flight and the leave; ``stop()`` returns after it even when
             the network hangs. Default 2.

@@ -8,16 +8,24 @@ effects with a thread or an asyncio task (see :class:`Driver`). So the schedule,
 retries (tenacity's decision logic, driven step by step through
 ``BaseRetrying.iter``), state machine and statistics exist once and are tested with a
 fake clock, without sockets, threads or event loops.
+
+Callbacks (``on_error``, ``on_state_change``) are app code: they are queued and
+delivered in order by :class:`Notifier`, never while the core or a shell holds a lock
+(shells wrap their locked sections in :func:`holding_callbacks`), so a callback may call
+any public method of its client.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
 import threading
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Mapping
+from contextvars import Context, ContextVar, copy_context
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -27,7 +35,13 @@ from tenacity import DoAttempt, DoSleep, RetryCallState, Retrying, retry_if_exce
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from presence_sdk._config import ACTIVE_STATUSES, DEFAULT_TIMEOUT, PresenceConfig, check_timing
+from presence_sdk._config import (
+    ACTIVE_STATUSES,
+    DEFAULT_INTERVAL,
+    DEFAULT_TIMEOUT,
+    PresenceConfig,
+    check_timing,
+)
 from presence_sdk._exceptions import (
     AuthenticationError,
     ConfigurationError,
@@ -43,12 +57,14 @@ from presence_sdk._queries import Query
 
 __all__ = [
     "LOGGER",
+    "MIN_SERVER_INTERVAL",
     "AuthCall",
     "Call",
     "Driver",
     "Effect",
     "Effects",
     "Heartbeat",
+    "Notifier",
     "PresenceState",
     "PresenceStats",
     "Refresh",
@@ -57,6 +73,10 @@ __all__ = [
     "StopAtDeadline",
     "WaitFullJitter",
     "WaitRetryAfter",
+    "clamp_server_timing",
+    "detached_context",
+    "holding_callbacks",
+    "parse_heartbeat_time",
     "query_effects",
     "validate_status",
 ]
@@ -77,8 +97,9 @@ class PresenceState(StrEnum):
         STOPPED: Not running (before ``start()``, after ``stop()``, in a forked child).
         STARTING: Started; the first heartbeat has not been answered yet.
         ONLINE: The last heartbeat succeeded.
-        DEGRADED: The last heartbeat failed for a transient reason (network, 5xx, 429)
-            after its retries; the client keeps beating on schedule.
+        DEGRADED: The last heartbeat failed for a transient reason (network, timeout,
+            5xx, 429, an answer that is not the server's time) after its retries; the
+            client keeps beating on schedule.
         UNAUTHENTICATED: No valid session (and refreshing it failed): the client tries
             again every interval, without spinning, until the app signs the user in.
         NOT_INSTALLED: The presence SQL is missing on the server (PGRST202): apply the
@@ -111,7 +132,8 @@ class PresenceStats:
         status: The status the client reports (``online``, ``away`` or ``busy``).
         beats_sent: Heartbeats the server accepted.
         beats_failed: Heartbeats given up after their retries.
-        retries: Extra attempts made (retries and the retry after a session refresh).
+        retries: Retry requests sent (retries of transient failures, and the one retry
+            after a session refresh; a refresh that fails sends none).
         consecutive_failures: Heartbeats failed since the last success.
         last_success: Server time of the last accepted heartbeat (None: none yet).
         last_error: The error of the last failed heartbeat or leave (None: none yet).
@@ -237,6 +259,99 @@ class Driver(Generic[T]):
         return self._result
 
 
+# -- callbacks -------------------------------------------------------------------------
+
+# The notifiers whose events wait for the end of the current locked section (None: no
+# section open). A ContextVar, so it is per thread and per asyncio task: a section held
+# by one task does not delay the events of the heartbeat task on the same loop.
+_HELD: ContextVar[list[Notifier] | None] = ContextVar("presence_sdk_held", default=None)
+
+
+@contextlib.contextmanager
+def holding_callbacks() -> Iterator[None]:
+    """Delay the callbacks raised in this block until it ends.
+
+    Shells wrap each section that holds their own lock: ``with holding_callbacks(),
+    lock:`` releases the lock first, then delivers what the section raised, so app
+    code never runs under a client's lock and may call any of its methods.
+    """
+    if _HELD.get() is not None:  # nested: the outermost section delivers
+        yield
+        return
+    token = _HELD.set([])
+    try:
+        yield
+    finally:
+        held = _HELD.get() or []
+        _HELD.reset(token)
+        for notifier in held:
+            notifier.deliver()
+
+
+def detached_context() -> Context:
+    """A copy of the current context outside any held section.
+
+    For the heartbeat thread or task started inside ``start()``'s section: a task
+    copies its creator's context, and its events must not wait for a section that
+    has long ended.
+    """
+    context = copy_context()
+    context.run(_HELD.set, None)
+    return context
+
+
+class Notifier:
+    """Delivers app callbacks one at a time, in the order of their events.
+
+    :meth:`post` queues an event and delivers the queue at once, unless the posting
+    thread/task is inside :func:`holding_callbacks` (then the section's end delivers
+    it) or another thread is delivering (then that thread delivers it next). So
+    callbacks never run while a lock of the client is held, never run concurrently
+    with each other, and a callback that triggers a new event (e.g. calls ``stop()``)
+    sees it delivered after it returns instead of recursing. Exceptions a callback
+    raises are logged, never propagated.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: deque[tuple[str, Callable[..., object], tuple[Any, ...]]] = deque()
+        self._delivering = False
+
+    def post(self, name: str, callback: Callable[..., object] | None, *args: Any) -> None:
+        """Queue ``callback(*args)`` (``name`` is used in the log if it raises)."""
+        if callback is None:
+            return
+        with self._lock:
+            self._queue.append((name, callback, args))
+        held = _HELD.get()
+        if held is None:
+            self.deliver()
+        elif self not in held:
+            held.append(self)
+
+    def deliver(self) -> None:
+        """Run the queued callbacks, unless another thread is already doing it."""
+        while True:
+            with self._lock:
+                if self._delivering or not self._queue:
+                    return
+                self._delivering = True
+                name, callback, args = self._queue.popleft()
+            try:
+                callback(*args)
+            except Exception:
+                LOGGER.exception("presence: %s callback raised", name)
+            finally:
+                with self._lock:
+                    self._delivering = False
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: drop the parent's pending events and its lock."""
+        self._lock = threading.Lock()
+        self._queue.clear()
+        self._delivering = False
+
+
 # -- retry decisions (tenacity strategies) -------------------------------------------
 
 
@@ -313,22 +428,92 @@ def validate_status(status: object) -> str:
 @dataclass(slots=True)
 class RunControl:
     """Stop flag of one run of the heartbeat loop (each ``start()`` makes a new one, so
-    a run that outlived its ``stop()`` can never be revived by the next ``start()``)."""
+    a run that outlived its ``stop()`` can never be revived by the next ``start()``).
+
+    ``superseded``: a newer run began while this one was still alive (``stop()`` gave
+    up waiting for it and ``start()`` followed). Such a run records nothing and sends
+    no leave, since its results are stale and a leave would undo the newer run; see
+    :meth:`Heartbeat.end_run` for what a request it had already sent is answered with.
+    """
 
     stop_requested: bool = False
     stop_deadline: float = math.inf
     quiet: bool = False  # stop without a leave (forked child)
+    superseded: bool = False
 
 
 class _StopRequestedError(Exception):
     """Internal: stop() was requested while waiting."""
 
 
-def _parse_server_time(value: Any) -> datetime | None:
-    try:
-        return _parse_time(value)
-    except (TypeError, ValueError):  # a 2xx without a timestamp still counts as a beat
+def parse_heartbeat_time(value: Any) -> datetime:
+    """The server time a heartbeat RPC answered with; TransientError for anything else.
+
+    ``presence_heartbeat()`` returns a timestamp. A 2xx with anything else (an empty
+    body, other JSON, a proxy's HTML page, which :func:`presence_sdk._wire.parse_response`
+    already refuses) did not come from the presence SQL, so it is not a beat: the same
+    retried, reported, transient error every time.
+    """
+    parsed: datetime | None = None
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            parsed = _parse_time(value)
+    if parsed is None:
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        msg = (
+            f"the server answered the heartbeat with {shown}, not a timestamp "
+            "(is a proxy or another service answering in PostgREST's place?)"
+        )
+        raise TransientError(msg)
+    return parsed
+
+
+#: Server intervals below this are clamped (the SQL's CHECK allows 1 s at least).
+MIN_SERVER_INTERVAL = 1.0
+
+
+def clamp_server_timing(interval: Any, timeout: Any) -> tuple[float, float, str | None]:
+    """Server timings made sane, and what was wrong with them (None: nothing).
+
+    The SQL's CHECKs keep ``heartbeat_interval_seconds >= 1`` and
+    ``timeout_seconds >= 2 * heartbeat_interval_seconds``, so values outside come only
+    from something broken in between (a proxy, a hand-edited response). A timeout that
+    is not a number of at least ``2 * MIN_SERVER_INTERVAL`` becomes the default (45 s);
+    an interval that is not a positive number becomes the default (15 s, at most a third
+    of the timeout); any other interval is clamped into ``[1 s, timeout / 2]``, so a
+    client never beats in a hot loop nor too rarely to stay online.
+    """
+    problems: list[str] = []
+    good_timeout = _finite(timeout)
+    if good_timeout is None or good_timeout < 2 * MIN_SERVER_INTERVAL:
+        problems.append(f"timeout_seconds {timeout!r}")
+        good_timeout = DEFAULT_TIMEOUT
+    good_interval = _finite(interval)
+    if good_interval is None or good_interval <= 0:
+        problems.append(f"heartbeat_interval_seconds {interval!r}")
+        good_interval = min(DEFAULT_INTERVAL, good_timeout / 3)
+    elif not MIN_SERVER_INTERVAL <= good_interval <= good_timeout / 2:
+        problems.append(f"heartbeat_interval_seconds {interval!r}")
+        good_interval = min(max(good_interval, MIN_SERVER_INTERVAL), good_timeout / 2)
+    if not problems:
+        return good_interval, good_timeout, None
+    problem = (
+        f"presence_settings() returned {' and '.join(problems)}, outside what the SQL "
+        f"allows; using interval {good_interval:g}s and timeout {good_timeout:g}s "
+        "(is something between the client and PostgREST rewriting responses?)"
+    )
+    return good_interval, good_timeout, problem
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 @dataclass(slots=True)
@@ -345,7 +530,9 @@ class Heartbeat:
     """The heartbeat logic of one client: schedule, retries, state and statistics.
 
     Thread-safe where the shells need it: :meth:`set_status`, :meth:`request_stop`,
-    :meth:`stats` may be called from any thread while a worker drives :meth:`run`.
+    :meth:`stats` may be called from any thread while a worker drives :meth:`run`, and
+    a run that outlived its ``stop()`` may still be finishing while a newer run beats
+    (see :meth:`begin_run`). Callbacks go through a :class:`Notifier`.
 
     Args:
         config: The client configuration.
@@ -367,27 +554,23 @@ class Heartbeat:
         self.config = config
         self._on_error = on_error
         self._on_state_change = on_state_change
+        self._events = Notifier()
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._lock = threading.Lock()
         self._status: str = config.initial_status
-        self._status_dirty = False
+        self._beat_due = False  # beat at once: new status, or a superseded run ended
         self._state = PresenceState.STOPPED
         self._counters = _Counters()
         self._server_interval: float | None = None
         self._server_timeout: float | None = None
         self._settings_known = config.interval is not None and config.timeout is not None
-        self._not_before = -math.inf
+        self._not_before = -math.inf  # server-imposed wait (Retry-After), capped
+        self._last_success_at: float | None = None  # clock() of the last accepted beat
+        self._wait_cap_logged = False
         self._run: RunControl | None = None
-        self._stop_rule = StopAtDeadline(clock, config.max_attempts)
-        self._refreshed = False
-        self._retrying = Retrying(
-            retry=retry_if_exception(self._retryable),
-            wait=WaitRetryAfter(
-                WaitFullJitter(config.backoff_initial, config.backoff_max, self._rng)
-            ),
-            stop=self._stop_rule,
-            reraise=True,
+        self._wait = WaitRetryAfter(
+            WaitFullJitter(config.backoff_initial, config.backoff_max, self._rng)
         )
 
     # -- state shared with the API threads -------------------------------------------
@@ -440,38 +623,65 @@ class Heartbeat:
         with self._lock:
             changed = status != self._status
             self._status = status
-            self._status_dirty = self._status_dirty or changed
+            self._beat_due = self._beat_due or changed
         return changed
 
     def begin_run(self) -> RunControl:
-        """A new run: state STARTING; the first heartbeat is due at once."""
+        """A new run: state STARTING; the first heartbeat is due at once.
+
+        A previous run that is still alive (its ``stop()`` returned after
+        ``stop_timeout`` while a request hung) is *superseded*: it stops waiting,
+        records nothing and never sends its leave, so it cannot undo this run. What it
+        had already sent is overwritten when it ends (:meth:`end_run`).
+        """
         control = RunControl()
         with self._lock:
-            self._run = control
+            previous, self._run = self._run, control
+            if previous is not None:
+                previous.superseded = previous.stop_requested = True
             self._not_before = -math.inf
+            self._beat_due = False
             old = self._move(PresenceState.STARTING)
         self._announce(old, PresenceState.STARTING)
         return control
 
     def request_stop(self, control: RunControl) -> None:
         """Ask ``control``'s run to stop; its leave must be sent within ``stop_timeout``."""
-        if control.stop_requested:
-            return
         with self._lock:
+            if control.stop_requested:
+                return
             control.stop_deadline = self._clock() + self.config.stop_timeout
             control.stop_requested = True
             old = self._move(PresenceState.STOPPING) if self._run is control else None
         if old is not None:
             self._announce(old, PresenceState.STOPPING)
 
-    def end_run(self, control: RunControl) -> None:
-        """``control``'s run is over (whatever happened): state STOPPED if it was current."""
+    def stop_time_left(self, control: RunControl) -> float:
+        """Seconds until ``control``'s stop deadline (0 when passed or not stopping)."""
+        return max(0.0, control.stop_deadline - self._clock()) if control.stop_requested else 0.0
+
+    def end_run(self, control: RunControl) -> bool:
+        """``control``'s run is over (whatever happened): state STOPPED if it was current.
+
+        Returns True when the shell must wake the current run: ``control`` was
+        superseded while one of its requests could still be in flight (a heartbeat
+        with a stale status, or a leave sent just before the newer run began), and
+        the server may have applied it after the current run's last beat. So the
+        current run beats again at once: whatever the old run sent, the newest beat
+        lands last. (A request the old run gave up on at its timeout may in theory be
+        applied later still; the next regular beat then repairs it.)
+        """
         with self._lock:
             if self._run is not control:
-                return
+                current = self._run
+                if control.superseded and current is not None and not current.stop_requested:
+                    self._beat_due = True
+                    return True
+                return False
             self._run = None
             old = self._move(PresenceState.STOPPED)
         self._announce(old, PresenceState.STOPPED)
+        return False
 
     def forget_run_after_fork(self) -> bool:
         """In a forked child: end the inherited run quietly (no leave, no callbacks).
@@ -479,6 +689,7 @@ class Heartbeat:
         Returns whether a run was active in the parent.
         """
         self._lock = threading.Lock()
+        self._events.reset_after_fork()
         control, self._run = self._run, None
         if control is not None:
             control.quiet = control.stop_requested = True
@@ -497,36 +708,53 @@ class Heartbeat:
             except _StopRequestedError:
                 break
             except PresenceError as exc:
-                self._record_failure(exc)
+                self._record_failure(control, exc)
             else:
-                self._record_success(beat_at)
-                if not self._settings_known:
+                self._record_success(control, beat_at)
+                if not self._settings_known and not control.stop_requested:
                     yield from self._load_settings()
             try:
-                yield from self._pause(self._next_delay(), control, wake_on_status=True)
+                yield from self._pause(self._next_delay(), control, wake_when_due=True)
             except _StopRequestedError:
                 break
         if not control.quiet:
             yield from self.leave(control)
 
     def beat_once(self) -> Effects[datetime | None]:
-        """One heartbeat now, with the retry policy; raises its final error."""
+        """One heartbeat now, with the retry policy; raises its final error.
+
+        A stopped run still finishing (its ``stop()`` gave up waiting) is superseded
+        first, as by :meth:`begin_run`: its leave must not land after this beat.
+        """
+        control = RunControl()
+        with self._lock:
+            lingering = self._run
+            if lingering is not None and lingering.stop_requested:
+                lingering.superseded = True
         try:
-            beat_at = yield from self._beat(RunControl())
+            beat_at = yield from self._beat(control)
         except PresenceError as exc:
-            self._record_failure(exc)
+            self._record_failure(control, exc)
             raise
-        self._record_success(beat_at)
+        self._record_success(control, beat_at)
         return beat_at
 
     def leave(self, control: RunControl) -> Effects[None]:
-        """Send ``presence_leave()`` once, within the stop deadline; never raises."""
+        """Send ``presence_leave()`` once, within the stop deadline; never raises.
+
+        Nothing is sent for a superseded run: a newer run is beating, and a leave
+        landing after its beats would show the user offline while it runs.
+        """
         if not self.config.leave_on_stop:
             return
-        last_error = self._counters.last_error
-        if self._counters.consecutive_failures and isinstance(
-            last_error, AuthenticationError | NotInstalledError
-        ):
+        with self._lock:
+            superseded = control.superseded
+            failures = self._counters.consecutive_failures
+            last_error = self._counters.last_error
+        if superseded:
+            LOGGER.debug("presence: no leave from a stopped run: a newer run is beating")
+            return
+        if failures and isinstance(last_error, AuthenticationError | NotInstalledError):
             LOGGER.debug("presence: no leave sent after %s", type(last_error).__name__)
             return
         remaining = control.stop_deadline - self._clock()
@@ -539,56 +767,75 @@ class Heartbeat:
             LOGGER.warning(
                 "presence: leave failed, the user goes offline after the timeout: %s", exc
             )
-            self._notify_error(exc)
+            self._events.post("on_error", self._on_error, exc)
         else:
             LOGGER.info("presence: left (status offline)")
 
     # -- one heartbeat -------------------------------------------------------------
 
-    def _beat(self, control: RunControl) -> Effects[datetime | None]:
+    def _beat(self, control: RunControl) -> Effects[datetime]:
         with self._lock:
             status = self._status
-            self._status_dirty = False
+            if not control.superseded:
+                self._beat_due = False
         params = {"new_status": status}
-        result = yield from self._attempts("presence_heartbeat", params, control)
-        return _parse_server_time(result)
+        return (
+            yield from self._attempts("presence_heartbeat", params, control, parse_heartbeat_time)
+        )
 
-    def _retryable(self, error: BaseException) -> bool:
-        if isinstance(error, AuthenticationError):
-            return not self._refreshed
-        return isinstance(error, TransientError)
-
-    def _attempts(self, fn: str, params: Mapping[str, Any], control: RunControl) -> Effects[Any]:
-        """Call ``fn``; after a failure, retry as tenacity decides, sleeping as effects.
+    def _attempts(
+        self,
+        fn: str,
+        params: Mapping[str, Any],
+        control: RunControl,
+        parse: Callable[[Any], T],
+    ) -> Effects[T]:
+        """Call ``fn`` and ``parse`` its result; after a failure (of either), retry as
+        tenacity decides, sleeping as effects.
 
         The first attempt runs before any retry bookkeeping (the common case costs no
-        more than the call); tenacity is consulted from the first failure on.
+        more than the call); tenacity is consulted from the first failure on, with a
+        fresh ``Retrying`` per heartbeat, so a run that is still finishing and the run
+        that superseded it never share retry state. ``stats.retries`` counts the
+        retries actually sent.
         """
         started = self._clock()
         call = Call(fn, params, self.config.request_timeout)
         try:
-            return (yield call)
+            return parse((yield call))
         except PresenceError as exc:
             first_error = exc
-        retrying = self._retrying
+        refreshed: list[bool] = []  # the one session refresh of this heartbeat happened
+
+        def retryable(error: BaseException) -> bool:
+            if isinstance(error, AuthenticationError):
+                return not refreshed
+            return isinstance(error, TransientError)
+
+        stop_rule = StopAtDeadline(self._clock, self.config.max_attempts)
+        stop_rule.deadline = started + self.interval
+        retrying = Retrying(
+            retry=retry_if_exception(retryable), wait=self._wait, stop=stop_rule, reraise=True
+        )
         retrying.begin()
-        self._stop_rule.deadline = started + self.interval
-        self._refreshed = False
         state = RetryCallState(retrying, fn=None, args=(), kwargs={})
         state.set_exception((type(first_error), first_error, first_error.__traceback__))
         while True:
             action = retrying.iter(state)  # raises the final error when giving up
             if isinstance(action, DoAttempt):
+                if control.stop_requested:
+                    raise _StopRequestedError
+                with self._lock:
+                    self._counters.retries += 1
                 call = Call(fn, params, self.config.request_timeout)
                 try:
-                    state.set_result((yield call))
+                    state.set_result(parse((yield call)))
                 except PresenceError as exc:
                     state.set_exception((type(exc), exc, exc.__traceback__))
             elif isinstance(action, DoSleep):
                 error = _outcome_error(state)
-                with self._lock:
-                    self._counters.retries += 1
                 if isinstance(error, AuthenticationError):
+                    refreshed.append(True)
                     yield from self._refresh(call, error)
                 else:
                     LOGGER.debug(
@@ -598,13 +845,12 @@ class Heartbeat:
                         state.attempt_number,
                         float(action),
                     )
-                    yield from self._pause(float(action), control, wake_on_status=False)
+                    yield from self._pause(float(action), control, wake_when_due=False)
                 state.prepare_for_next_attempt()
             else:
-                return action
+                return action  # type: ignore[no-any-return]
 
     def _refresh(self, call: Call, error: AuthenticationError) -> Effects[None]:
-        self._refreshed = True
         LOGGER.info("presence: %s; refreshing the session once", error)
         try:
             yield Refresh(call.authorization)
@@ -612,13 +858,14 @@ class Heartbeat:
             LOGGER.debug("presence: session refresh failed: %s", refresh_error)
             raise error from refresh_error
 
-    def _pause(self, seconds: float, control: RunControl, *, wake_on_status: bool) -> Effects[None]:
-        """Wait ``seconds``; stop early for stop() (raises _StopRequestedError) or a new status."""
+    def _pause(self, seconds: float, control: RunControl, *, wake_when_due: bool) -> Effects[None]:
+        """Wait ``seconds``; stop early for stop() (raises _StopRequestedError) or, with
+        ``wake_when_due``, for a beat due at once (new status, superseded run ended)."""
         deadline = self._clock() + seconds
         while True:
             if control.stop_requested:
                 raise _StopRequestedError
-            if wake_on_status and self._status_dirty:
+            if wake_when_due and self._beat_due:
                 return
             remaining = deadline - self._clock()
             if remaining <= 0:
@@ -637,18 +884,34 @@ class Heartbeat:
             delay = interval * factor
         return max(delay, self._not_before - self._clock())
 
+    def _server_wait_cap(self, now: float) -> float:
+        """The longest server-imposed wait (``Retry-After``) that keeps the user online.
+
+        The user is online until ``timeout`` after the last accepted beat; the next
+        beat must start one ``interval`` before that, which leaves it room for its
+        retries. Counted from now when there was no beat yet or the user is already
+        offline. The caller holds the lock.
+        """
+        timeout, interval = self.timeout, self.interval
+        last = self._last_success_at
+        base = last if last is not None and last + timeout > now else now
+        return max(0.0, base + timeout - interval - now)
+
     def _load_settings(self) -> Effects[None]:
         try:
             settings = yield Call("presence_settings", {}, self.config.request_timeout)
-            interval = float(settings["heartbeat_interval_seconds"])
-            timeout = float(settings["timeout_seconds"])
+            raw_interval = settings["heartbeat_interval_seconds"]
+            raw_timeout = settings["timeout_seconds"]
         except PresenceError as exc:
             LOGGER.debug("presence: could not read presence_settings(): %s", exc)
             return
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, IndexError):
             LOGGER.warning("presence: presence_settings() returned %r; using defaults", settings)
             self._settings_known = True
             return
+        interval, timeout, problem = clamp_server_timing(raw_interval, raw_timeout)
+        if problem is not None:  # read once per client, so logged once
+            LOGGER.warning("presence: %s", problem)
         with self._lock:
             self._server_interval, self._server_timeout = interval, timeout
             self._settings_known = True
@@ -660,37 +923,65 @@ class Heartbeat:
 
     # -- bookkeeping ---------------------------------------------------------------
 
-    def _record_success(self, beat_at: datetime | None) -> None:
+    def _record_success(self, control: RunControl, beat_at: datetime) -> None:
         with self._lock:
+            if control.superseded:  # stale: the newer run's beats count
+                return
             c = self._counters
             c.beats_sent += 1
             c.consecutive_failures = 0
             c.last_success = beat_at
-            old = self._move(PresenceState.ONLINE) if self._running() else None
+            self._last_success_at = self._clock()
+            self._not_before = -math.inf  # the server accepts beats again: no more waiting
+            old = self._move(PresenceState.ONLINE) if self._is_current(control) else None
         if old is not None:
             self._announce(old, PresenceState.ONLINE)
 
-    def _record_failure(self, error: PresenceError) -> None:
+    def _record_failure(self, control: RunControl, error: PresenceError) -> None:
         new = _state_for(error)
+        capped: tuple[float, float] | None = None
         with self._lock:
+            if control.superseded:
+                LOGGER.debug("presence: heartbeat of a stopped run failed: %s", error)
+                return
             c = self._counters
             c.beats_failed += 1
             c.consecutive_failures += 1
             c.last_error = error
             if isinstance(error, RateLimitedError) and error.retry_after is not None:
-                self._not_before = self._clock() + error.retry_after
-            old = self._move(new) if self._running() else None
+                now = self._clock()
+                cap = self._server_wait_cap(now)
+                wait = min(error.retry_after, cap)
+                if wait < error.retry_after:
+                    capped = (error.retry_after, wait)
+                self._not_before = now + wait
+            old = self._move(new) if self._is_current(control) else None
+        if capped is not None:
+            self._log_capped_wait(*capped)
         if old is not None and old is not new:
             level = logging.WARNING if new is PresenceState.DEGRADED else logging.ERROR
             LOGGER.log(level, "presence: heartbeat failed (%s): %s", new, error)
             self._announce(old, new)
         else:
             LOGGER.debug("presence: heartbeat failed: %s", error)
-        self._notify_error(error)
+        self._events.post("on_error", self._on_error, error)
 
-    def _running(self) -> bool:
-        run = self._run
-        return run is not None and not run.stop_requested
+    def _log_capped_wait(self, requested: float, wait: float) -> None:
+        level = logging.DEBUG if self._wait_cap_logged else logging.WARNING
+        self._wait_cap_logged = True
+        LOGGER.log(
+            level,
+            "presence: the server asked to wait %gs before the next heartbeat (Retry-After); "
+            "waiting %.1fs instead, the longest wait that keeps the user online "
+            "(timeout %gs, interval %gs)",
+            requested,
+            wait,
+            self.timeout,
+            self.interval,
+        )
+
+    def _is_current(self, control: RunControl) -> bool:
+        return self._run is control and not control.stop_requested
 
     def _move(self, new: PresenceState) -> PresenceState:
         """Set the state (the caller holds the lock, so counters and state agree)."""
@@ -698,22 +989,11 @@ class Heartbeat:
         return old
 
     def _announce(self, old: PresenceState, new: PresenceState) -> None:
-        """Log and report a state change (outside the lock: callbacks are app code)."""
+        """Log and report a state change (through the notifier: never under a lock)."""
         if old is new:
             return
         LOGGER.debug("presence: state %s -> %s", old, new)
-        if self._on_state_change is not None:
-            try:
-                self._on_state_change(old, new)
-            except Exception:
-                LOGGER.exception("presence: on_state_change callback raised")
-
-    def _notify_error(self, error: PresenceError) -> None:
-        if self._on_error is not None:
-            try:
-                self._on_error(error)
-            except Exception:
-                LOGGER.exception("presence: on_error callback raised")
+        self._events.post("on_state_change", self._on_state_change, old, new)
 
 
 def _state_for(error: PresenceError) -> PresenceState:

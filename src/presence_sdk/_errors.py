@@ -276,6 +276,6 @@ def translate(exc: BaseException) -> PresenceError:
 
 
 def _from_builtin(exc: BaseException) -> RequestError:
-    if isinstance(exc, TimeoutError):  # asyncio.timeout() around a request
-        return TransientError("request timed out")
+    if isinstance(exc, TimeoutError):  # asyncio.timeout() or the sync deadline
+        return TransientError(f"request timed out: {exc}" if str(exc) else "request timed out")
     return RequestError(f"unexpected error: {exc!r}")

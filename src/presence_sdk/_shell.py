@@ -172,6 +172,7 @@ class ClientBase(Generic[S]):
         self._engine = Heartbeat(config, on_error=on_error, on_state_change=on_state_change)
         self._refresh_token = refresh_token
         self._owns_http = False
+        self._forked_from: int | None = None  # parent's pid, in a forked child
         self._init_shell()
         _LIVE_CLIENTS.add(self)
 
@@ -251,12 +252,35 @@ class ClientBase(Generic[S]):
     def _after_fork(self) -> None:
         was_running = self._engine.forget_run_after_fork()
         self._reset_after_fork()
+        if not self._owns_http and self._forked_from is None:
+            self._forked_from = os.getppid()
         if was_running:
             LOGGER.warning(
                 "presence: process forked while the heartbeat ran; this child (pid %d) "
-                "sends no heartbeats until it calls start()",
+                "sends no heartbeats until it calls start()%s",
                 os.getpid(),
+                "" if self._owns_http else " on a client built in the child",
             )
+
+    def _check_usable(self) -> None:
+        """Refuse I/O in a forked child over a supabase client the app supplied.
+
+        Its httpx pool may hold keep-alive connections opened by the parent; the child
+        would send on the parent's sockets (garbled requests, each process reading
+        the other's responses). Pools of clients built by ``from_url`` are replaced in
+        the child instead (:mod:`presence_sdk._http`).
+        """
+        if self._forked_from is None:
+            return
+        msg = (
+            f"this {type(self).__name__} was built in process {self._forked_from} on the "
+            f"app's supabase client, and this process (pid {os.getpid()}) is a fork of it: "
+            "the two would share that client's pooled connections. In the child, build a "
+            f"new supabase client and a new {type(self).__name__} on it, or use "
+            f"{type(self).__name__}.from_url(...), whose connections are renewed after "
+            "a fork"
+        )
+        raise ConfigurationError(msg)
 
     def _refresh_effects(self, effect: Refresh) -> Effects[None]:
         """The steps of a session refresh (performed as AuthCall effects)."""

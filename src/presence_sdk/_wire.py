@@ -18,7 +18,7 @@ import httpx
 
 from presence_sdk._core import AuthCall, Call
 from presence_sdk._errors import from_response
-from presence_sdk._exceptions import RequestError
+from presence_sdk._exceptions import TransientError
 
 __all__ = [
     "RestClient",
@@ -66,7 +66,11 @@ def build_request(
 
 
 def parse_response(response: httpx.Response) -> Any:
-    """The JSON result of a 2xx response; raise the translated error otherwise."""
+    """The JSON result of a 2xx response; raise the translated error otherwise.
+
+    A 2xx whose body is not JSON (a captive portal's or proxy's HTML page) did not come
+    from PostgREST: a :class:`TransientError`, retried and reported like a 502 page.
+    """
     if not response.is_success:
         raise from_response(response)
     if not response.content:
@@ -74,8 +78,12 @@ def parse_response(response: httpx.Response) -> Any:
     try:
         return response.json()
     except ValueError as exc:
-        msg = f"the server answered {response.status_code} with a body that is not JSON"
-        raise RequestError(msg, status=response.status_code) from exc
+        msg = (
+            f"the server answered {response.status_code} with a body that is not JSON "
+            f"({response.headers.get('content-type') or 'no content-type'}): "
+            "is a proxy or another service answering in PostgREST's place?"
+        )
+        raise TransientError(msg, status=response.status_code) from exc
 
 
 def token_changed(supabase: SupabaseLike, stale_authorization: str | None) -> bool:

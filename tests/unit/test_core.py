@@ -19,11 +19,15 @@ from presence_sdk._core import (
     Driver,
     Effect,
     Heartbeat,
+    Notifier,
     Refresh,
     Sleep,
     StopAtDeadline,
     WaitFullJitter,
     WaitRetryAfter,
+    clamp_server_timing,
+    holding_callbacks,
+    parse_heartbeat_time,
     query_effects,
     validate_status,
 )
@@ -253,10 +257,38 @@ def test_retry_after_is_honoured() -> None:
 
 
 def test_retry_after_beyond_the_interval_postpones_the_next_beat() -> None:
-    sim = Sim(config(), respond=failing(lambda: RateLimitedError("429", retry_after=25.0), 1))
+    sim = Sim(config(), respond=failing(lambda: RateLimitedError("429", retry_after=15.0), 1))
     sim.run(30)
-    assert sim.beat_times() == [0.0, 25.0]
+    assert sim.beat_times() == [0.0, 15.0, 25.0]
     assert sim.engine.stats().beats_failed == 1
+
+
+def test_retry_after_is_capped_to_keep_the_user_online(caplog: pytest.LogCaptureFixture) -> None:
+    # interval 10, timeout 30, no beat accepted yet: each wait is capped at
+    # timeout - interval = 20 s from the 429 instead of a day; the third beat succeeds.
+    sim = Sim(config(), respond=failing(lambda: RateLimitedError("429", retry_after=86400), 2))
+    with caplog.at_level(logging.DEBUG, logger="presence_sdk"):
+        sim.run(55)
+    assert sim.beat_times() == [0.0, 20.0, 40.0, 50.0]
+    warnings = [r for r in caplog.records if "Retry-After" in r.getMessage()]
+    assert [r.levelno for r in warnings] == [logging.WARNING, logging.DEBUG]  # logged once
+
+
+def test_retry_after_cap_counts_from_the_last_accepted_beat() -> None:
+    calls = {"n": 0}
+
+    def respond(call: Call, now: float) -> Any:
+        if call.fn == "presence_heartbeat":
+            calls["n"] += 1
+            if calls["n"] == 2:  # the beat at 10 s: the user is online until 30 s
+                raise RateLimitedError("429", retry_after=86400)
+        return T0
+
+    sim = Sim(config(), respond=respond)
+    sim.run(45)
+    # The wait ends one interval before the user would go offline: 0 + 30 - 10 = 20,
+    # i.e. the regular schedule; then beats go on every interval (the wait is cleared).
+    assert sim.beat_times() == [0.0, 10.0, 20.0, 30.0, 40.0]
 
 
 @pytest.mark.parametrize(
@@ -568,3 +600,80 @@ def test_driver_result_before_the_end_is_an_error() -> None:
         _ = driver.result
     next(driver)
     driver.close()
+
+
+# -- hardening: answers, settings, retries counted, callbacks ---------------------------
+
+
+@pytest.mark.parametrize("answer", [None, "", "soon", {"at": T0}, [T0], 42, True])
+def test_a_heartbeat_answer_that_is_not_a_timestamp_is_transient(answer: Any) -> None:
+    with pytest.raises(TransientError, match="not a timestamp"):
+        parse_heartbeat_time(answer)
+    assert parse_heartbeat_time(T0) == datetime.fromisoformat(T0)
+
+
+def test_not_a_timestamp_fails_the_beat_like_any_transient_error() -> None:
+    sim = Sim(config(max_attempts=2), respond=lambda call, now: {"unexpected": True})
+    sim.run(25)
+    stats = sim.engine.stats()
+    assert (stats.beats_sent, stats.beats_failed, stats.retries) == (0, 3, 3)
+    # The normal schedule (interval after each failed beat and its retry): no backoff.
+    assert [int(t) for t in sim.beat_times()[::2]] == [0, 10, 20]
+    assert (PresenceState.STARTING, PresenceState.DEGRADED) in sim.states
+    assert all(isinstance(e, TransientError) for e in sim.errors)
+
+
+@pytest.mark.parametrize(
+    ("interval", "timeout", "expected"),
+    [
+        (15, 45, (15.0, 45.0)),  # sane: unchanged, no problem reported
+        (-5, 45, (15.0, 45.0)),
+        (0, 9, (3.0, 9.0)),
+        (float("nan"), 45, (15.0, 45.0)),
+        ("x", 45, (15.0, 45.0)),
+        (100, 45, (22.5, 45.0)),
+        (0.01, 45, (1.0, 45.0)),
+        (15, 0, (15.0, 45.0)),
+        (15, None, (15.0, 45.0)),
+        (15, float("inf"), (15.0, 45.0)),
+    ],
+)
+def test_server_timings_are_clamped_into_what_the_sql_allows(
+    interval: Any, timeout: Any, expected: tuple[float, float]
+) -> None:
+    good_interval, good_timeout, problem = clamp_server_timing(interval, timeout)
+    assert (good_interval, good_timeout) == expected
+    assert (problem is None) == ((interval, timeout) == (15, 45))
+
+
+def test_a_failed_refresh_is_not_a_retry() -> None:
+    def refresh(effect: Refresh) -> None:
+        raise AuthenticationError("refresh token revoked")
+
+    sim = Sim(
+        config(),
+        respond=failing(lambda: AuthenticationError("JWT expired", code="PGRST301"), 10**6),
+        refresh=refresh,
+    )
+    sim.run(25)
+    assert sim.refreshes == [0.0, 10.0, 20.0]
+    assert sim.engine.stats().retries == 0  # no retry request was ever sent
+
+
+def test_callbacks_held_in_a_section_run_after_it_in_order() -> None:
+    notifier = Notifier()
+    seen: list[str] = []
+
+    def record(word: str) -> None:
+        seen.append(word)
+        if word == "first":  # an event raised by a callback waits for it to return
+            notifier.post("cb", record, "raised-inside")
+            seen.append("first-returned")
+
+    with holding_callbacks():
+        notifier.post("cb", record, "first")
+        notifier.post("cb", record, "second")
+        assert seen == []  # nothing runs inside the section
+    assert seen == ["first", "first-returned", "second", "raised-inside"]
+    notifier.post("cb", record, "outside")  # outside a section: at once
+    assert seen[-1] == "outside"

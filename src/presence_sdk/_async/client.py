@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,10 +33,13 @@ from presence_sdk._core import (
     Refresh,
     RunControl,
     StateCallback,
+    detached_context,
+    holding_callbacks,
     query_effects,
 )
 from presence_sdk._errors import translate
-from presence_sdk._exceptions import PresenceError
+from presence_sdk._exceptions import ConfigurationError, PresenceError
+from presence_sdk._http import OwnedAsyncClient
 from presence_sdk._models import OnlinePage, Presence, StatusCounts
 from presence_sdk._shell import ClientBase, ExitHooks, client_options
 from presence_sdk._wire import build_request, parse_response
@@ -63,24 +68,41 @@ class AsyncPresenceClient(ClientBase[AsyncClient]):
 
     If the task is cancelled from outside (``asyncio.run()`` cancels what is left when
     the main coroutine returns), it still sends the leave, within ``stop_timeout``.
-    Use it from its event loop; :meth:`set_status` may also be called from other
-    threads. With ``filterwarnings = error`` build the supabase client with
+    :meth:`set_status` may also be called from other threads. With
+    ``filterwarnings = error`` build the supabase client with
     ``AsyncClientOptions(httpx_client=httpx.AsyncClient())``.
+
+    Event loops: one at a time. After a loop ended (e.g. a second ``asyncio.run()``),
+    the client works in the next one; a client built by :meth:`from_url` then opens
+    new connections there (an ``httpx.AsyncClient`` the app passes in is the app's to
+    keep per loop). Using it from a second loop while a run or a call is still active
+    in the first raises ConfigurationError.
+
+    The guarantees of :class:`~presence_sdk.PresenceClient` hold here too (whole
+    requests bounded by ``request_timeout``, callbacks outside locks, no leave from a
+    superseded run, fork rules).
 
     Args:
         supabase: The app's supabase ``AsyncClient``.
         config: Timings and policies (:class:`~presence_sdk.PresenceConfig`).
         on_error: Called with the error of each failed heartbeat (after retries) or
-            leave. Exceptions it raises are logged.
+            leave. Exceptions it raises are logged. It runs on the event loop's
+            thread: it may call the synchronous methods (``set_status``, ``stats``) and
+            schedule the others (``asyncio.create_task(presence.stop())``).
         on_state_change: Called with ``(old, new)`` :class:`~presence_sdk.PresenceState`.
-            Exceptions it raises are logged.
+            Exceptions it raises are logged; it may use the client as ``on_error``.
         refresh_token: Used once when the token expires and the supabase client has
             no stored session (see :meth:`from_url`).
     """
 
     def _init_shell(self) -> None:
-        self._lock = asyncio.Lock()
+        # asyncio.Lock belongs to the loop it is first contended in: one per loop,
+        # made lazily (_lock_here), so a second event loop gets its own.
+        self._lock_guard = threading.Lock()
+        self._lock: asyncio.Lock | None = None
+        self._lock_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self._run: _Run | None = None
+        self._stopping: _Run | None = None  # the run a stop() is waiting for
         self._loop: asyncio.AbstractEventLoop | None = None
         self._signal_tasks: set[asyncio.Task[None]] = set()
         self._hooks = ExitHooks(None, self._stop_then if self.config.handle_sigterm else None)
@@ -100,7 +122,7 @@ class AsyncPresenceClient(ClientBase[AsyncClient]):
     ) -> AsyncPresenceClient:
         """Build the supabase ``AsyncClient`` too (see ``PresenceClient.from_url``)."""
         config = config or PresenceConfig()
-        http = http_client or httpx.AsyncClient(timeout=config.request_timeout)
+        http = http_client or OwnedAsyncClient(timeout=config.request_timeout)
         options = client_options(AsyncClientOptions(httpx_client=http), access_token)
         return cls._from_parts(
             lambda: AsyncClient(url, key, options),
@@ -114,15 +136,23 @@ class AsyncPresenceClient(ClientBase[AsyncClient]):
     # -- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> Self:
-        """Start the heartbeat task (first beat at once). Idempotent."""
-        async with self._lock:
-            if self._running():
-                return self
-            run = _Run(self._engine.begin_run())
-            run.task = asyncio.create_task(self._main(run), name="presence-heartbeat")
-            self._run = run
-            self._loop = asyncio.get_running_loop()
-            self._hooks.install()
+        """Start the heartbeat task (first beat at once). Idempotent.
+
+        Raises ConfigurationError in a forked child if the supabase client is the
+        app's, and while a run is active in another event loop.
+        """
+        with holding_callbacks():
+            async with self._lock_here():
+                self._check_usable()
+                if self._running():
+                    return self
+                run = _Run(self._engine.begin_run())
+                run.task = asyncio.create_task(
+                    self._main(run), name="presence-heartbeat", context=detached_context()
+                )
+                self._run = run
+                self._loop = asyncio.get_running_loop()
+                self._hooks.install()
         return self
 
     async def stop(self) -> None:
@@ -130,26 +160,45 @@ class AsyncPresenceClient(ClientBase[AsyncClient]):
 
         Idempotent. If the network hangs, the task is cancelled after the bound.
         """
-        async with self._lock:
-            run, self._run = self._run, None
-            if run is None or run.task is None:
-                return
-            self._hooks.uninstall()
-            self._engine.request_stop(run.control)
-            run.wake.set()
-            if run.task is asyncio.current_task():
-                return
-            done, _ = await asyncio.wait({run.task}, timeout=self.config.stop_timeout)
-            if not done:
-                LOGGER.warning(
-                    "presence: stop() gave up waiting after %.1fs (network slow?)",
-                    self.config.stop_timeout,
-                )
-                run.task.cancel()
-                await asyncio.wait({run.task})
+        with holding_callbacks():
+            async with self._lock_here():
+                run, self._run = self._run, None
+                first = run is not None
+                if run is not None:
+                    self._hooks.uninstall()
+                    self._engine.request_stop(run.control)
+                    self._stopping = run
+                else:  # another stop() is under way (a signal, a task): wait too
+                    run = self._stopping
+                if run is None or run.task is None:
+                    return
+                task_loop = run.task.get_loop()
+                if task_loop is not asyncio.get_running_loop():
+                    # A run of another loop: nothing here can wait for it.
+                    if task_loop.is_closed():
+                        self._engine.end_run(run.control)
+                    else:
+                        task_loop.call_soon_threadsafe(run.wake.set)
+                    return
+                run.wake.set()
+        # The wait is outside the lock: the task's last callbacks may use the client.
+        if run.task is asyncio.current_task():
+            return
+        await asyncio.wait({run.task}, timeout=self._engine.stop_time_left(run.control))
+        if not run.task.done() and first:
+            LOGGER.warning(
+                "presence: stop() gave up waiting after %.1fs (network slow?)",
+                self.config.stop_timeout,
+            )
+            run.task.cancel()
+        if not run.task.done():
+            await asyncio.wait({run.task})
+        if self._stopping is run:
+            self._stopping = None
 
     async def close(self) -> None:
-        """Stop, and close the httpx client if :meth:`from_url` created it."""
+        """Stop, and release the connections of the httpx client :meth:`from_url`
+        created (a later use opens new ones)."""
         await self.stop()
         if self._owns_http:
             await self._supabase.postgrest.session.aclose()
@@ -160,11 +209,13 @@ class AsyncPresenceClient(ClientBase[AsyncClient]):
         See ``PresenceClient.beat``: raises the error of a failed heartbeat, and
         RuntimeError while the heartbeat task runs.
         """
-        async with self._lock:
-            if self._running():
-                msg = "the heartbeat task is running; use set_status() for a beat now"
-                raise RuntimeError(msg)
-            return await self._drive(self._engine.beat_once(), None)
+        with holding_callbacks():
+            async with self._lock_here():
+                self._check_usable()
+                if self._running():
+                    msg = "the heartbeat task is running; use set_status() for a beat now"
+                    raise RuntimeError(msg)
+                return await self._drive(self._engine.beat_once(), None)
 
     async def __aenter__(self) -> Self:
         return await self.start()
@@ -175,7 +226,7 @@ class AsyncPresenceClient(ClientBase[AsyncClient]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.stop()
+        await self.close()
 
     # -- presence queries ---------------------------------------------------------
 
@@ -203,11 +254,45 @@ class AsyncPresenceClient(ClientBase[AsyncClient]):
 
     # -- effects ------------------------------------------------------------------
 
+    def _lock_here(self) -> asyncio.Lock:
+        """The client's lock for the running event loop (made on first use there)."""
+        loop = asyncio.get_running_loop()
+        with self._lock_guard:
+            lock, owner = self._lock, self._lock_loop
+            other = owner() if owner is not None else None
+            if lock is None or other is not loop:
+                if lock is not None and lock.locked() and other and not other.is_closed():
+                    msg = (
+                        f"this {type(self).__name__} is in use in another event loop "
+                        "right now; use one client per loop, or finish in the first "
+                        "loop before using it in the next"
+                    )
+                    raise ConfigurationError(msg)
+                lock = self._lock = asyncio.Lock()
+                self._lock_loop = weakref.ref(loop)
+            return lock
+
     def _running(self) -> bool:
+        """Whether a run is active; ConfigurationError if it is in another live loop."""
         run = self._run
-        return run is not None and run.task is not None and not run.task.done()
+        if run is None or run.task is None or run.task.done():
+            return False
+        task_loop = run.task.get_loop()
+        if task_loop.is_closed():  # its loop ended without finishing it: it never will
+            self._run = None
+            self._engine.request_stop(run.control)
+            self._engine.end_run(run.control)
+            return False
+        if task_loop is not asyncio.get_running_loop():
+            msg = (
+                f"this {type(self).__name__} runs in another event loop that is still "
+                "open: stop() it there first, or use one client per loop"
+            )
+            raise ConfigurationError(msg)
+        return True
 
     async def _query(self, query: queries.Query[T]) -> T:
+        self._check_usable()
         return await self._drive(query_effects(query, self.config.request_timeout), None)
 
     async def _main(self, run: _Run) -> None:
@@ -219,7 +304,8 @@ class AsyncPresenceClient(ClientBase[AsyncClient]):
         except Exception:  # a bug; never let it reach the app
             LOGGER.exception("presence: heartbeat task failed")
         finally:
-            self._engine.end_run(run.control)
+            if self._engine.end_run(run.control):
+                self._wake()  # superseded: the current run beats again now
 
     async def _farewell(self, control: RunControl) -> None:
         """Cancelled from outside (not by stop()): still send the leave, bounded."""
@@ -269,7 +355,8 @@ class AsyncPresenceClient(ClientBase[AsyncClient]):
 
     async def _auth(self, call: AuthCall) -> Any:
         try:
-            return await getattr(self._supabase.auth, call.method)(*call.args)
+            async with asyncio.timeout(self.config.request_timeout):
+                return await getattr(self._supabase.auth, call.method)(*call.args)
         except Exception as exc:
             raise translate(exc) from exc
 
@@ -306,5 +393,8 @@ class AsyncPresenceClient(ClientBase[AsyncClient]):
         loop.call_soon_threadsafe(schedule)
 
     def _reset_after_fork(self) -> None:
-        self._lock = asyncio.Lock()
+        self._lock_guard = threading.Lock()
+        self._lock = None
+        self._lock_loop = None
         self._run = None
+        self._stopping = None

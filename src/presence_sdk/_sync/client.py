@@ -1,7 +1,8 @@
 """PresenceClient: heartbeats from a background daemon thread, over a supabase ``Client``.
 
 A thin shell: the logic is :class:`presence_sdk._core.Heartbeat`; this module only
-performs its effects (blocking sends, waits on a ``threading.Event``) on a thread.
+performs its effects (blocking sends under a total deadline, waits on a
+``threading.Event``) on a thread.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -31,12 +33,16 @@ from presence_sdk._core import (
     Refresh,
     RunControl,
     StateCallback,
+    detached_context,
+    holding_callbacks,
     query_effects,
 )
 from presence_sdk._errors import translate
 from presence_sdk._exceptions import PresenceError
+from presence_sdk._http import OwnedClient
 from presence_sdk._models import OnlinePage, Presence, StatusCounts
 from presence_sdk._shell import ClientBase, ExitHooks, client_options
+from presence_sdk._sync._deadline import Job, run_with_deadline
 from presence_sdk._wire import build_request, parse_response
 
 __all__ = ["PresenceClient"]
@@ -70,13 +76,26 @@ class PresenceClient(ClientBase[Client]):
     client, e.g. ``create_client(url, key, ClientOptions(httpx_client=httpx.Client()))``:
     supabase-py's default builds one with a deprecated ``timeout`` argument.
 
+    Guarantees (see also the guide's "Client guarantees" page):
+
+    * Every request, including the time to read its whole response, ends within
+      ``config.request_timeout``; :meth:`stop` returns within ``config.stop_timeout``.
+    * Callbacks run one at a time, in order, outside the client's locks: they may call
+      any method of the client (``stop()``, ``start()``, ``beat()``, ``set_status()``).
+    * A run that outlived its :meth:`stop` (a request hung) can never undo a newer
+      run: it sends no leave, and the newer run beats again when it ends.
+    * After ``os.fork()``, a client built by :meth:`from_url` gets new connections in
+      the child. One built on the app's supabase client raises ConfigurationError
+      there: build a new supabase client and presence client in the child.
+
     Args:
         supabase: The app's supabase ``Client``.
         config: Timings and policies (:class:`~presence_sdk.PresenceConfig`).
         on_error: Called with the error of each failed heartbeat (after retries) or
-            leave, on the heartbeat thread. Exceptions it raises are logged.
+            leave, usually on the heartbeat thread. Exceptions it raises are logged.
         on_state_change: Called with ``(old, new)`` :class:`~presence_sdk.PresenceState`
-            on the thread that caused the change. Exceptions it raises are logged.
+            on each change, usually on the thread that caused it. Exceptions it raises
+            are logged.
         refresh_token: Used once when the token expires and the supabase client has
             no stored session (see :meth:`from_url`).
     """
@@ -84,6 +103,7 @@ class PresenceClient(ClientBase[Client]):
     def _init_shell(self) -> None:
         self._lock = threading.RLock()
         self._run: _Run | None = None
+        self._stopping: _Run | None = None  # the run a stop() is waiting for
         self._hooks = ExitHooks(
             self.stop if self.config.stop_at_exit else None,
             self._stop_then if self.config.handle_sigterm else None,
@@ -107,11 +127,12 @@ class PresenceClient(ClientBase[Client]):
         Args:
             access_token: The signed-in user's JWT (sent as ``Authorization``).
             refresh_token: Used once to refresh the session when the token expires.
-            http_client: The httpx client to send with (default: a new one, closed by
-                :meth:`close`).
+            http_client: The httpx client to send with. Default: one this client owns,
+                with connections of its own in a forked child, released by
+                :meth:`close` and when a ``with`` block ends.
         """
         config = config or PresenceConfig()
-        http = http_client or httpx.Client(timeout=config.request_timeout)
+        http = http_client or OwnedClient(timeout=config.request_timeout)
         options = client_options(ClientOptions(httpx_client=http), access_token)
         return cls._from_parts(
             lambda: Client(url, key, options),
@@ -125,13 +146,21 @@ class PresenceClient(ClientBase[Client]):
     # -- lifecycle -----------------------------------------------------------------
 
     def start(self) -> Self:
-        """Start the heartbeat thread (first beat at once). Idempotent, thread-safe."""
-        with self._lock:
+        """Start the heartbeat thread (first beat at once). Idempotent, thread-safe.
+
+        Raises ConfigurationError in a forked child if the supabase client is the
+        app's (see the class docstring).
+        """
+        with holding_callbacks(), self._lock:
+            self._check_usable()
             if self._running():
                 return self
             run = _Run(self._engine.begin_run())
             run.thread = threading.Thread(
-                target=self._main, args=(run,), name="presence-heartbeat", daemon=True
+                target=detached_context().run,
+                args=(self._main, run),
+                name="presence-heartbeat",
+                daemon=True,
             )
             self._run = run
             run.thread.start()
@@ -141,28 +170,40 @@ class PresenceClient(ClientBase[Client]):
     def stop(self) -> None:
         """Stop beating and send the leave; returns within ``config.stop_timeout``.
 
-        Idempotent and thread-safe. If the network hangs, returns after the bound
-        anyway; the daemon thread then finishes (or dies with the process) on its own.
+        Idempotent and thread-safe, also from a callback. If a request hangs, returns
+        after the bound anyway; the thread then ends on its own, within
+        ``request_timeout``, and a later :meth:`start` cannot be undone by it.
         """
-        with self._lock:
+        with holding_callbacks(), self._lock:
             run, self._run = self._run, None
+            first = run is not None
+            if run is not None:
+                self._hooks.uninstall()
+                self._engine.request_stop(run.control)
+                run.wake.set()
+                self._stopping = run
+            else:  # another stop() is under way (a signal handler, a thread): wait too
+                run = self._stopping
             if run is None or run.thread is None:
                 return
-            self._hooks.uninstall()
-            self._engine.request_stop(run.control)
-            run.wake.set()
-            if run.thread is threading.current_thread():
-                return  # stop() from a callback on the heartbeat thread
-            run.thread.join(self.config.stop_timeout)
-            if run.thread.is_alive():
-                LOGGER.warning(
-                    "presence: stop() gave up waiting after %.1fs (network slow?); "
-                    "the heartbeat thread ends on its own",
-                    self.config.stop_timeout,
-                )
+        # The wait is outside the lock: the thread's last callbacks may call any method.
+        if run.thread is threading.current_thread():
+            return  # stop() from a callback on the heartbeat thread
+        run.thread.join(self._engine.stop_time_left(run.control))
+        if not run.thread.is_alive():
+            with self._lock:
+                if self._stopping is run:
+                    self._stopping = None
+        elif first:
+            LOGGER.warning(
+                "presence: stop() gave up waiting after %.1fs for a request in flight; "
+                "the heartbeat thread ends on its own within the request timeout",
+                self.config.stop_timeout,
+            )
 
     def close(self) -> None:
-        """Stop, and close the httpx client if :meth:`from_url` created it."""
+        """Stop, and release the connections of the httpx client :meth:`from_url`
+        created (a later use opens new ones)."""
         self.stop()
         if self._owns_http:
             self._supabase.postgrest.session.close()
@@ -175,7 +216,8 @@ class PresenceClient(ClientBase[Client]):
         :class:`~presence_sdk.PresenceError` of a failed heartbeat, and RuntimeError
         while the heartbeat thread runs (use :meth:`set_status` to beat at once).
         """
-        with self._lock:
+        with holding_callbacks(), self._lock:
+            self._check_usable()
             if self._running():
                 msg = "the heartbeat thread is running; use set_status() for a beat now"
                 raise RuntimeError(msg)
@@ -190,7 +232,7 @@ class PresenceClient(ClientBase[Client]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        self.close()
 
     # -- presence queries ---------------------------------------------------------
 
@@ -221,6 +263,7 @@ class PresenceClient(ClientBase[Client]):
         return run is not None and run.thread is not None and run.thread.is_alive()
 
     def _query(self, query: queries.Query[T]) -> T:
+        self._check_usable()
         return self._drive(query_effects(query, self.config.request_timeout), None)
 
     def _main(self, run: _Run) -> None:
@@ -229,7 +272,8 @@ class PresenceClient(ClientBase[Client]):
         except BaseException:  # a bug; never let it reach the app's excepthook
             LOGGER.exception("presence: heartbeat thread failed")
         finally:
-            self._engine.end_run(run.control)
+            if self._engine.end_run(run.control):
+                self._wake()  # superseded: the current run beats again now
 
     def _drive(self, effects: Effects[T], wake: threading.Event | None) -> T:
         driver = Driver(effects)
@@ -260,14 +304,16 @@ class PresenceClient(ClientBase[Client]):
     def _call(self, call: Call) -> Any:
         try:
             rest = self._supabase.postgrest
-            response = rest.session.send(build_request(rest.session, rest, call))
+            request = build_request(rest.session, rest, call)
+            response = run_with_deadline(partial(_send, rest.session, request), call.timeout)
         except Exception as exc:
             raise translate(exc) from exc
         return parse_response(response)
 
     def _auth(self, call: AuthCall) -> Any:
         try:
-            return getattr(self._supabase.auth, call.method)(*call.args)
+            method = getattr(self._supabase.auth, call.method)
+            return run_with_deadline(lambda job: method(*call.args), self.config.request_timeout)
         except Exception as exc:
             raise translate(exc) from exc
 
@@ -283,3 +329,17 @@ class PresenceClient(ClientBase[Client]):
     def _reset_after_fork(self) -> None:
         self._lock = threading.RLock()
         self._run = None
+        self._stopping = None
+
+
+def _send(http: httpx.Client, request: httpx.Request, job: Job[httpx.Response]) -> httpx.Response:
+    """Send ``request`` and read the whole response, on a sender thread; tell ``job``
+    which connection it uses, so that giving up can abort it."""
+    request.extensions["trace"] = job.trace
+    response = http.send(request, stream=True)
+    try:
+        job.watch(response.extensions.get("network_stream"))
+        response.read()
+    finally:
+        response.close()
+    return response
