@@ -97,14 +97,15 @@ def check_report_sections(facts: Facts) -> Iterator[SetupCheck]:
         if not present
     ]
     if lacking:
-        migration = facts.expected.report_migration
-        version = migration.split("_", 1)[0]
         yield failed(
             "schema.report",
             "the database's presence_setup_report() is older than this package and lacks: "
-            f"{', '.join(lacking)}; the checks that need them were skipped",
-            f"re-apply supabase/migrations/{migration} (idempotent), e.g. "
-            f"`presence-sdk sql --file {version} | psql <DATABASE_URL>`",
+            f"{', '.join(lacking)}; the checks that need them were skipped (a setup made "
+            "by an older presence-sdk, e.g. 0.1.0, that has not been migrated since)",
+            "apply the pending presence migrations (they bring the whole setup up to date, "
+            f"not only the report; {facts.expected.report_migration} defines it): "
+            f"{MIGRATE_CMD}. If you apply the SQL by hand instead, run every migration "
+            "again, in order: `presence-sdk sql --no-schema | psql <DATABASE_URL>`",
         )
 
 

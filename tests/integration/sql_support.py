@@ -1,5 +1,6 @@
 """Helpers for the SQL contract tests: PostgREST-style sessions, hand-made users tables,
-catalog snapshots of privileges, and the statements of a verify fix."""
+catalog snapshots (privileges only, or everything the presence SQL is responsible
+for), and the statements of a verify fix."""
 
 from __future__ import annotations
 
@@ -42,6 +43,77 @@ def privileges_snapshot(conn: psycopg.Connection[Any]) -> dict[str, list[dict[st
     """Grants, function settings, policies and constraints of everything in public."""
     with conn.cursor(row_factory=dict_row) as cur:
         return {key: cur.execute(query).fetchall() for key, query in PRIVILEGE_QUERIES.items()}
+
+
+CATALOG_QUERIES = {
+    "relations": """
+        SELECT c.relname, c.relkind, c.reloptions, c.relrowsecurity, c.relforcerowsecurity,
+               coalesce(c.relacl::text[], '{}') AS acl,
+               obj_description(c.oid, 'pg_class') AS comment
+        FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public'
+        ORDER BY c.relname""",
+    "columns": """
+        SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) AS type,
+               a.attnotnull, pg_get_expr(d.adbin, d.adrelid) AS default_expr,
+               coalesce(a.attacl::text[], '{}') AS acl,
+               col_description(c.oid, a.attnum) AS comment
+        FROM pg_attribute AS a
+        JOIN pg_class AS c ON c.oid = a.attrelid
+        JOIN pg_namespace AS n ON n.oid = c.relnamespace
+        LEFT JOIN pg_attrdef AS d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE n.nspname = 'public' AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY c.relname, a.attname""",
+    "constraints": """
+        SELECT conrelid::regclass::text AS rel, conname, pg_get_constraintdef(oid) AS def,
+               convalidated
+        FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+        ORDER BY 1, 2""",
+    "indexes": """
+        SELECT tablename, indexname, indexdef FROM pg_indexes
+        WHERE schemaname = 'public' ORDER BY 1, 2""",
+    "functions": """
+        SELECT 'public.' || p.proname || '(' || oidvectortypes(p.proargtypes) || ')'
+                   AS signature,
+               pg_get_functiondef(p.oid) AS definition,
+               p.proconfig, p.prosecdef, p.provolatile, coalesce(p.proacl::text[], '{}') AS acl,
+               obj_description(p.oid, 'pg_proc') AS comment
+        FROM pg_proc AS p
+        WHERE p.pronamespace = 'public'::regnamespace
+        ORDER BY 1""",
+    "views": "SELECT viewname, definition FROM pg_views WHERE schemaname = 'public' ORDER BY 1",
+    "policies": """
+        SELECT tablename, policyname, permissive, roles::text[] AS roles, cmd, qual, with_check
+        FROM pg_policies WHERE schemaname = 'public' ORDER BY 1, 2""",
+    "triggers": """
+        SELECT tgrelid::regclass::text AS rel, tgname, tgenabled, pg_get_triggerdef(oid) AS def
+        FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1, 2""",
+    "extensions": "SELECT extname, extversion FROM pg_extension ORDER BY 1",
+}
+CRON_QUERY = """
+    SELECT jobid, jobname, schedule, command, database, username, active
+    FROM cron.job ORDER BY jobid"""
+
+
+def catalog_snapshot(conn: psycopg.Connection[Any]) -> dict[str, list[dict[str, Any]]]:
+    """The catalog state the presence SQL is responsible for: relations, columns and
+    their grants, constraints, indexes, functions (``pg_get_functiondef``, settings,
+    grants, comments), views, policies, triggers, extensions and the pg_cron jobs."""
+    result: dict[str, list[dict[str, Any]]] = {}
+    with conn.cursor(row_factory=dict_row) as cur:
+        for key, query in CATALOG_QUERIES.items():
+            result[key] = cur.execute(query).fetchall()
+        has_cron = cur.execute("SELECT to_regclass('cron.job') IS NOT NULL AS x").fetchone()
+        assert has_cron is not None
+        result["cron_jobs"] = cur.execute(CRON_QUERY).fetchall() if has_cron["x"] else []
+    return result
+
+
+def without_jobids(snap: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """A re-created job gets a new jobid; everything else must match."""
+    return snap | {
+        "cron_jobs": [{k: v for k, v in j.items() if k != "jobid"} for j in snap["cron_jobs"]]
+    }
 
 
 @contextmanager

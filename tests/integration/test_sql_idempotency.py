@@ -14,9 +14,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.rows import dict_row
+from sql_support import catalog_snapshot as snapshot
+from sql_support import without_jobids
 
-from presence_sdk import migrations, rollback_schema_sql
+from presence_sdk import Migration, migrations, rollback_schema_sql, schema_sql
 from presence_sdk.testing import (
     PostgresCluster,
     PresenceDatabase,
@@ -28,75 +29,6 @@ from presence_sdk.testing import (
 pytestmark = pytest.mark.integration
 
 JOB = "mark-inactive-users"
-
-SNAPSHOT_QUERIES = {
-    "relations": """
-        SELECT c.relname, c.relkind, c.reloptions, c.relrowsecurity, c.relforcerowsecurity,
-               coalesce(c.relacl::text[], '{}') AS acl,
-               obj_description(c.oid, 'pg_class') AS comment
-        FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
-        WHERE n.nspname = 'public'
-        ORDER BY c.relname""",
-    "columns": """
-        SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) AS type,
-               a.attnotnull, pg_get_expr(d.adbin, d.adrelid) AS default_expr,
-               coalesce(a.attacl::text[], '{}') AS acl,
-               col_description(c.oid, a.attnum) AS comment
-        FROM pg_attribute AS a
-        JOIN pg_class AS c ON c.oid = a.attrelid
-        JOIN pg_namespace AS n ON n.oid = c.relnamespace
-        LEFT JOIN pg_attrdef AS d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-        WHERE n.nspname = 'public' AND a.attnum > 0 AND NOT a.attisdropped
-        ORDER BY c.relname, a.attname""",
-    "constraints": """
-        SELECT conrelid::regclass::text AS rel, conname, pg_get_constraintdef(oid) AS def,
-               convalidated
-        FROM pg_constraint WHERE connamespace = 'public'::regnamespace
-        ORDER BY 1, 2""",
-    "indexes": """
-        SELECT tablename, indexname, indexdef FROM pg_indexes
-        WHERE schemaname = 'public' ORDER BY 1, 2""",
-    "functions": """
-        SELECT 'public.' || p.proname || '(' || oidvectortypes(p.proargtypes) || ')'
-                   AS signature,
-               pg_get_function_result(p.oid) AS result,
-               pg_get_function_arguments(p.oid) AS args, l.lanname, p.prosrc, p.proconfig,
-               p.prosecdef, p.provolatile, coalesce(p.proacl::text[], '{}') AS acl,
-               obj_description(p.oid, 'pg_proc') AS comment
-        FROM pg_proc AS p JOIN pg_language AS l ON l.oid = p.prolang
-        WHERE p.pronamespace = 'public'::regnamespace
-        ORDER BY 1""",
-    "views": "SELECT viewname, definition FROM pg_views WHERE schemaname = 'public' ORDER BY 1",
-    "policies": """
-        SELECT tablename, policyname, permissive, roles::text[] AS roles, cmd, qual, with_check
-        FROM pg_policies WHERE schemaname = 'public' ORDER BY 1, 2""",
-    "triggers": """
-        SELECT tgrelid::regclass::text AS rel, tgname, pg_get_triggerdef(oid) AS def
-        FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1, 2""",
-    "extensions": "SELECT extname, extversion FROM pg_extension ORDER BY 1",
-}
-CRON_QUERY = """
-    SELECT jobid, jobname, schedule, command, database, username, active
-    FROM cron.job ORDER BY jobid"""
-
-
-def snapshot(conn: psycopg.Connection[Any]) -> dict[str, list[dict[str, Any]]]:
-    """The catalog state the presence SQL is responsible for."""
-    result: dict[str, list[dict[str, Any]]] = {}
-    with conn.cursor(row_factory=dict_row) as cur:
-        for key, query in SNAPSHOT_QUERIES.items():
-            result[key] = cur.execute(query).fetchall()
-        has_cron = cur.execute("SELECT to_regclass('cron.job') IS NOT NULL AS x").fetchone()
-        assert has_cron is not None
-        result["cron_jobs"] = cur.execute(CRON_QUERY).fetchall() if has_cron["x"] else []
-    return result
-
-
-def without_jobids(snap: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
-    """A re-created job gets a new jobid; everything else must match."""
-    return snap | {
-        "cron_jobs": [{k: v for k, v in j.items() if k != "jobid"} for j in snap["cron_jobs"]]
-    }
 
 
 def rollback_all(conn: psycopg.Connection[Any], *, schema: bool) -> None:
@@ -140,6 +72,27 @@ def test_schema_and_migrations_applied_twice_leave_the_same_objects(
         "users_update_own",
         "presence_config_read",
     }
+
+
+@pytest.mark.parametrize("migration", migrations(), ids=lambda m: m.version)
+def test_rerunning_a_migration_alone_after_it_changes_nothing(
+    empty_db: PresenceDatabase, migration: Migration
+) -> None:
+    """Files up to ``migration`` applied, live rows, then ``migration`` again by hand
+    (20240000000004 included: it repeats 01..03's definitions)."""
+    with empty_db.connect() as conn:
+        conn.execute(schema_sql())
+        for earlier in migrations():
+            if earlier.version <= migration.version:
+                conn.execute(earlier.up)
+    empty_db.create_user(status="away", last_heartbeat="now")
+    empty_db.create_user()
+    rows = empty_db.query("SELECT * FROM public.users ORDER BY id")
+    with empty_db.connect() as conn:
+        before = snapshot(conn)
+        conn.execute(migration.up)
+        assert snapshot(conn) == before
+    assert empty_db.query("SELECT * FROM public.users ORDER BY id") == rows
 
 
 def test_rollback_newest_first_removes_everything_and_reapply_works(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import presence_sdk
+from presence_sdk._migrate import split_statements
 
 REPO = Path(__file__).resolve().parents[2]
 SUPABASE = REPO / "supabase"
@@ -46,6 +47,35 @@ def test_there_are_migrations_and_a_schema() -> None:
     assert (SUPABASE / "migrations" / "20240000000001_add_heartbeat.sql") in MIGRATIONS
 
 
+def test_the_released_migrations_come_first_and_in_this_order() -> None:
+    """Versions are never renumbered: databases record them (later ones append)."""
+    assert [p.name for p in MIGRATIONS][:4] == [
+        "20240000000001_add_heartbeat.sql",
+        "20240000000002_presence_api.sql",
+        "20240000000003_setup_report.sql",
+        "20240000000004_hardening.sql",
+    ]
+
+
+def statements(path: Path) -> list[str]:
+    """The file's statements without their comments, as ``presence-sdk migrate`` runs them."""
+    return [strip_comments(s).strip() for s in split_statements(path.read_text())]
+
+
+def test_the_hardening_migration_repeats_01_to_03_verbatim() -> None:
+    """20240000000004 re-delivers issue 11's in-place fixes to databases that recorded
+    0.1.0's 01..03: each of its definitions must be the very text of one in 01..03
+    (the catalog comparison in tests/integration/test_sql_upgrade_0_1_0.py proves the
+    same on a database, including the grants this test does not compare)."""
+    hardening = SUPABASE / "migrations" / "20240000000004_hardening.sql"
+    earlier = {s for p in MIGRATIONS if p.name < hardening.name for s in statements(p)}
+    defining = ("CREATE ", "COMMENT ", "DO ", "DROP POLICY ", "ALTER TABLE ")
+    repeated = [s for s in statements(hardening) if s.startswith(defining)]
+    assert len(repeated) >= 12
+    for statement in repeated:
+        assert statement in earlier, statement.splitlines()[0]
+
+
 def test_migration_names_are_supabase_cli_timestamps_in_order() -> None:
     names = [p.name for p in MIGRATIONS]
     assert all(MIGRATION_NAME.match(n) for n in names), names
@@ -75,8 +105,14 @@ def test_header_documents_purpose_and_rollback_plan(path: Path) -> None:
     assert "Rollback" in head
     rollback = f"supabase/rollbacks/{path.name}"
     assert rollback in head, f"{path.name}: header must name {rollback}"
-    # The plan itself is in the header, not only a pointer: at least one statement.
-    assert re.search(r"^--\s+(DROP|ALTER|SELECT|REVOKE)\b", head, re.MULTILINE), head
+    # The plan itself is in the header, not only a pointer: at least one statement, or
+    # (a migration that only repeats earlier files' definitions) "nothing to undo",
+    # which its down script must then honour.
+    if f"Rollback ({rollback}): nothing to undo" in head:
+        down = SUPABASE / "rollbacks" / path.name
+        assert code_lines(down)[2:] == [], f"{down.name} must change nothing"
+    else:
+        assert re.search(r"^--\s+(DROP|ALTER|SELECT|REVOKE)\b", head, re.MULTILINE), head
 
 
 @pytest.mark.parametrize("path", MIGRATIONS, ids=ids)
@@ -91,10 +127,14 @@ def test_rollback_header_names_what_it_undoes(path: Path) -> None:
     assert "Idempotent" in head or "rollbacks (newest first)" in head
 
 
+def code_lines(path: Path) -> list[str]:
+    """The file's non-empty lines without comments."""
+    return [line for line in strip_comments(path.read_text()).splitlines() if line.strip()]
+
+
 @pytest.mark.parametrize("path", ALL_SQL, ids=ids)
 def test_timeouts_are_set_before_any_ddl(path: Path) -> None:
-    code = [line for line in strip_comments(path.read_text()).splitlines() if line.strip()]
-    assert code[:2] == ["SET lock_timeout = '5s';", "SET statement_timeout = '60s';"]
+    assert code_lines(path)[:2] == ["SET lock_timeout = '5s';", "SET statement_timeout = '60s';"]
 
 
 @pytest.mark.parametrize("path", ALL_SQL, ids=ids)

@@ -601,7 +601,8 @@ def test_an_older_report_is_named_once_and_its_checks_are_skipped() -> None:
     report = build_report(raw)
     finding = only_problem(report, "schema.report")
     assert "function settings, grants and policies, presence column grants" in finding.detail
-    assert "presence-sdk sql --file" in finding.fix
+    assert "presence-sdk migrate --dsn <DATABASE_URL>" in finding.fix
+    assert "presence-sdk sql --no-schema | psql" in finding.fix
     names = {c.name for c in report.checks}
     assert not names & {
         "security.search_path",
