@@ -5,7 +5,8 @@ and neither ``presence-sdk migrate`` nor ``supabase db push`` ever runs a record
 version again: issue 11's fixes reach such a database only through
 20240000000004_hardening. These tests set a database up with 0.1.0's own SQL
 (``sql_0_1_0/``, verbatim), recorded as 0.1.0's tools recorded it, add live rows, and
-upgrade it the way each tool does. Everything must end exactly as on a fresh install
+upgrade it the way each tool does (and, without records, by pasting the whole SQL
+again in the SQL editor). Everything must end exactly as on a fresh install
 (catalog snapshot: functions by ``pg_get_functiondef``, grants including column grants,
 policies, constraints, comments, the pg_cron job), with the rows untouched.
 
@@ -303,6 +304,21 @@ def test_a_0_1_0_hand_made_users_table_no_longer_lets_users_forge_presence(
     with presence_server.database(template=None) as fresh:
         run_files(fresh, [supabase_shim_sql(), HAND_MADE_USERS])
         migrate(fresh.dsn)
+        assert snapshot_of(shim_db) == snapshot_of(fresh)
+
+
+def test_a_0_1_0_setup_made_in_the_sql_editor_takes_the_whole_sql_pasted_again(
+    presence_server: PresenceTestServer, shim_db: PresenceDatabase
+) -> None:
+    """No records: the user pastes ``presence-sdk sql`` (schema + every file) again."""
+    run_files(shim_db, [OLD_SCHEMA, *(m.up for m in OLD_MIGRATIONS)])
+    users = add_live_rows(shim_db)
+    rows = shim_db.query(USERS)
+    run_files(shim_db, [schema_sql(), *(m.up for m in migrations())])
+    assert shim_db.query(USERS) == rows
+    assert_presence_kept(shim_db, users)
+    with presence_server.database(template=None) as fresh:
+        run_files(fresh, [supabase_shim_sql(), schema_sql(), *(m.up for m in migrations())])
         assert snapshot_of(shim_db) == snapshot_of(fresh)
 
 
