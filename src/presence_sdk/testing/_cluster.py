@@ -50,7 +50,9 @@ class PostgresCluster:
         durable: Keep fsync and synchronous commit on (benchmarks). Tests leave it
             off for speed: the cluster is thrown away anyway.
         settings: Extra ``postgresql.conf`` settings.
-        bindir: Directory with ``initdb``/``pg_ctl``; found automatically if None.
+        bindir: Directory with ``initdb``/``pg_ctl``; if None, :func:`find_bindir`
+            picks one (``PRESENCE_PG_BINDIR``, ``pg_config`` on PATH, Debian's, else
+            PostgreSQL 18 from PyPI with pg_cron built for it).
     """
 
     pg_cron: bool = True
