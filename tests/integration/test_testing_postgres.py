@@ -209,3 +209,15 @@ def test_install_script_refuses_a_bad_checksum_with_one_line(tmp_path: Path) -> 
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith(f"install-pg-cron: {source.tarball}: sha256 mismatch (got ")
+
+
+def test_a_server_that_does_not_start_says_which_one_and_how_to_choose_another() -> None:
+    with pytest.raises(ClusterError) as raised:
+        PostgresCluster(pg_cron=False, settings={"shared_buffers": "'plenty'"}).start()
+    message = str(raised.value)
+    assert "pg_ctl start failed" in message
+    assert 'invalid value for parameter "shared_buffers"' in message
+    assert message.endswith(
+        "was found automatically; choose another with PRESENCE_PG_BINDIR=/path/to/bin or "
+        "PRESENCE_PG=embedded)"
+    )

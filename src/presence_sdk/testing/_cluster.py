@@ -118,6 +118,7 @@ class PostgresCluster:
         """Create the cluster and start the server; returns self."""
         if self.running:
             return self
+        chosen_for_us = self.bindir is None
         bindir = self.bindir or find_bindir(pg_cron=self.pg_cron)
         self.bindir = bindir
         if self.pg_cron:
@@ -150,6 +151,15 @@ class PostgresCluster:
             )
             self.datadir = datadir
             self._start_server(bindir, datadir)
+        except ClusterError as exc:
+            self.stop()
+            if not chosen_for_us:
+                raise
+            msg = (
+                f"{exc}\n(the PostgreSQL in {bindir} was found automatically; choose "
+                "another with PRESENCE_PG_BINDIR=/path/to/bin or PRESENCE_PG=embedded)"
+            )
+            raise ClusterError(msg) from exc
         except BaseException:
             self.stop()
             raise
