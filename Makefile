@@ -21,13 +21,16 @@ test: setup
 # first time; the system PostgreSQL is not touched).
 test-pg-cron-1.4: setup
 	bindir=$$(bash $(LEGACY_STAGE)) && \
-	PRESENCE_PG_BINDIR=$$bindir PRESENCE_EXPECT_PG_CRON=1.4-1 \
-		$(VENV)/python -m pytest -q -m integration
+	export PRESENCE_PG_BINDIR=$$bindir PRESENCE_EXPECT_PG_CRON=1.4-1 && \
+	$(VENV)/python -m presence_sdk.testing && \
+	$(VENV)/python -m pytest -q -m integration
 
 # The integration tests on PostgreSQL 18 from PyPI with pg_cron 1.6.7 built for it
 # (no system PostgreSQL involved; works as any user).
 test-pg18: setup
-	PRESENCE_PG=embedded PRESENCE_EXPECT_PG_MAJOR=18 $(VENV)/python -m pytest -q -m integration
+	export PRESENCE_PG=embedded PRESENCE_EXPECT_PG_MAJOR=18 && \
+	$(VENV)/python -m presence_sdk.testing && \
+	$(VENV)/python -m pytest -q -m integration
 
 lint: setup
 	$(VENV)/ruff check .
