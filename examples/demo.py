@@ -1,9 +1,11 @@
-"""presence_sdk demo: real heartbeat clients against an embedded PostgreSQL + pg_cron.
+"""presence_sdk demo: real heartbeat clients against a throwaway PostgreSQL + pg_cron.
 
 Run it with ``make demo`` (sets the machine up, then runs ``demo.py --fast``) or
 ``.venv/bin/python examples/demo.py [--fast]``.
 
-What happens, on a throwaway PostgreSQL 15 with pg_cron in a temporary directory:
+What happens, on a throwaway PostgreSQL with pg_cron in a temporary directory (the
+first one ``presence_sdk.testing.find_bindir`` finds: ``PRESENCE_PG_BINDIR``,
+``pg_config`` on PATH, Debian's PostgreSQL, else PostgreSQL 18 from PyPI):
 
 1. the shipped SQL is applied; the pg_cron job ``mark-inactive-users`` is scheduled;
 2. five signed-in users start real ``PresenceClient`` heartbeat threads (dave's runs
@@ -11,12 +13,13 @@ What happens, on a throwaway PostgreSQL 15 with pg_cron in a temporary directory
 3. bob goes ``away``, erin goes ``busy``;
 4. carol stops cleanly: her client sends a leave, she is offline at once;
 5. dave's process is killed with SIGKILL: no leave. Reads call him offline the
-   moment his timeout passes; shortly after, the cron sweep writes it to the table;
+   moment his timeout passes; shortly after, the cron sweep writes it to the table
+   (on pg_cron < 1.5, which has no interval schedules, within a minute);
 6. ``verify_setup()`` checks the whole setup; everything is shut down and deleted.
 
 ``--fast`` shortens the timings (timeout 8 s, sweep every 2 s, heartbeat every 2 s)
-so the demo takes about half a minute; without it the shipped timings apply (45 s /
-20 s / 15 s) and it takes a few minutes.
+so the demo takes about half a minute (up to a minute and a half on pg_cron < 1.5);
+without it the shipped timings apply (45 s / 20 s / 15 s) and it takes a few minutes.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ class Demo:
     timeout: int
     sweep: int
     interval: int
+    sweep_period: int
     ids: dict[str, str] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
     clients: dict[str, PresenceClient] = field(default_factory=dict)
@@ -147,7 +151,7 @@ class Demo:
             return
         header = (
             f"presence_sdk demo  t={self.elapsed():5.1f}s   timeout {self.timeout}s · "
-            f"sweep every {self.sweep}s · heartbeat every {self.interval}s"
+            f"sweep every {self.sweep_period}s · heartbeat every {self.interval}s"
         )
         body = "\n".join(self.events[-10:])
         sys.stdout.write(
@@ -235,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
     sweep = max(1, min(59, timeout // 4 if args.fast or args.timeout else 20))
     interval = max(1, timeout // 4 if args.fast or args.timeout else 15)
 
-    print("starting an embedded PostgreSQL 15 with pg_cron (temporary directory)...", flush=True)
+    print("starting a throwaway PostgreSQL with pg_cron (temporary directory)...", flush=True)
     with PresenceTestServer() as server:
         db = server.cron_database
         settings = db.query(
@@ -246,8 +250,12 @@ def run(args: argparse.Namespace) -> int:
         job = db.query(
             "SELECT schedule, command FROM cron.job WHERE jobname = 'mark-inactive-users'"
         )[0]
+        version = db.query("SELECT current_setting('server_version') AS v")[0]["v"]
+        # How often the sweep really runs: pg_cron < 1.5 has no interval schedules and
+        # sweeps every minute whatever the setting says (verify_setup reports it).
+        period = verify_setup(dsn=db.dsn, raise_on_error=False).sweep_period_seconds or sweep
         print(
-            f"PostgreSQL on 127.0.0.1:{server.cluster.port}, "
+            f"PostgreSQL {version} ({server.cluster.bindir}) on 127.0.0.1:{server.cluster.port}, "
             f"pg_cron {server.cluster.pg_cron_version}; job mark-inactive-users "
             f"every {job['schedule']!r} runs {job['command']!r}\n"
             f"timings: {settings}",
@@ -262,6 +270,7 @@ def run(args: argparse.Namespace) -> int:
                 timeout=timeout,
                 sweep=sweep,
                 interval=interval,
+                sweep_period=period,
             )
             for name in NAMES:
                 demo.ids[name] = db.create_user(email=f"{name}@example.test")
@@ -301,7 +310,13 @@ def script(demo: Demo, service_key: str) -> int:
     demo.set_phase(f"phase 4/5: dave's process is killed (no leave); timeout {demo.timeout}s")
     demo.kill_child()
     demo.event("dave: client process killed with SIGKILL")
-    deadline = time.monotonic() + demo.timeout + 3 * demo.sweep + 10
+    if demo.sweep_period > demo.sweep:
+        demo.event(
+            f"this pg_cron sweeps every {demo.sweep_period} s (no interval schedules before "
+            "pg_cron 1.5): reads call dave offline as soon as his timeout passes, the "
+            f"stored status catches up within {demo.sweep_period} s; waiting for it"
+        )
+    deadline = time.monotonic() + demo.timeout + 2 * demo.sweep_period + 10
     while time.monotonic() < deadline:
         demo.watch(1)
         dave = demo.last.get("dave")

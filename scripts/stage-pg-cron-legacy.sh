@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Stage a private, relocated PostgreSQL 15 tree that uses Debian bookworm's pg_cron
-# 1.4.2, so the tests can prove the migration's fallback branch for old pg_cron
-# (no interval schedules: '* * * * *' + NOTICE) on the real extension.
+# 1.4.2, so the integration tests can run once more on it and prove the migration's
+# fallback branch for old pg_cron (no interval schedules: '* * * * *' + NOTICE) on the
+# real extension: `make test-pg-cron-1.4` (CI runs it) sets PRESENCE_PG_BINDIR to the
+# bindir this script prints.
 #
 # The system PostgreSQL 15 keeps pg_cron 1.6.7 (scripts/install-pg-cron.sh); the
 # 1.4.2 package is NOT installed: `apt-get download` fetches the .deb and
@@ -9,7 +11,7 @@
 # pkglibdir relative to the real location of its binary, so a copy laid out as
 #   <root>/usr/lib/postgresql/15/{bin,lib}  +  <root>/usr/share/postgresql/15
 # with the 1.4.2 pg_cron files in place of the 1.6 ones runs independently of the
-# system tree. Tests start it with PostgresCluster(bindir=<root>/usr/lib/postgresql/15/bin).
+# system tree (PostgresCluster(bindir=<root>/usr/lib/postgresql/15/bin)).
 #
 # Usage: scripts/stage-pg-cron-legacy.sh [ROOT]
 #   ROOT defaults to $PRESENCE_PG_CRON_LEGACY_ROOT or /var/cache/presence-sdk/pg-cron-legacy.

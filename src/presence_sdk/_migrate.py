@@ -311,7 +311,9 @@ def migrate(
         dsn: PostgreSQL URL of the project's database (as ``postgres``; on Supabase
             use the direct or session-pooler connection string).
         with_schema: Run ``schema.sql`` first if ``public.users`` does not exist (a
-            fresh project). An existing ``public.users`` is never touched.
+            fresh project). An existing ``public.users`` is never touched. Not needed
+            on Supabase any more: the first migration (``base_schema``) creates the
+            same table when it is missing.
         dry_run: Only report what would be applied.
         lock_timeout: Seconds to wait for a concurrent migrate/rollback.
         connect_timeout: Seconds to wait for the connection.
@@ -329,7 +331,8 @@ def migrate(
             recorded = session.recorded()
             pending = tuple(m.version for m in shipped if m.version not in recorded)
             users = session.users_table_exists()
-            if pending and not users and not with_schema:
+            base_pending = any(m.name == _BASE_SCHEMA for m in shipped if m.version in pending)
+            if pending and not users and not with_schema and not base_pending:
                 raise MigrationError(_NO_USERS)
             return MigrationResult(
                 applied=pending,
@@ -364,7 +367,7 @@ def migrate(
                 if session.is_recorded(migration.version):
                     skipped.append(migration.version)
                     continue
-                if not session.users_table_exists():
+                if migration.name != _BASE_SCHEMA and not session.users_table_exists():
                     raise MigrationError(_NO_USERS)
                 logger.info("applying %s", migration.filename)
                 statements = _run(conn, migration.filename, migration.up)
@@ -377,6 +380,10 @@ def migrate(
             notices=tuple(session.notices),
         )
 
+
+# The first migration creates public.users on a fresh project (like schema.sql), so
+# that `supabase db push` alone works; the others need the table.
+_BASE_SCHEMA = "base_schema"
 
 _NO_USERS = (
     "public.users does not exist: pass --with-schema (with_schema=True) to create it from "

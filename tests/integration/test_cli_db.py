@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import respx
+from cron_support import effective_period, schedule_detail
 
 from presence_sdk._sql import migrations
 from presence_sdk.cli import EXIT_OK, EXIT_PROBLEMS, EXIT_UNREACHABLE, main
@@ -84,22 +85,26 @@ def test_migrate_rollback_and_rerun(
     ]
 
 
-def test_migrate_without_users_table_explains_with_schema(
-    capsys: pytest.CaptureFixture[str], empty_db: PresenceDatabase
+def test_migrate_on_plain_postgres_says_what_to_create(
+    capsys: pytest.CaptureFixture[str], presence_server: PresenceTestServer
 ) -> None:
-    code, out, err = run(capsys, "migrate", "--dsn", empty_db.dsn)
+    with presence_server.database(template=None) as db:  # no auth.users, no public.users
+        code, out, err = run(capsys, "migrate", "--dsn", db.dsn)
     assert (code, out) == (EXIT_PROBLEMS, "")
     assert err.count("\n") == 1
-    assert "public.users does not exist: pass --with-schema" in err
+    assert "public.users does not exist and there is no auth.users" in err
+    assert "create public.users (id uuid PRIMARY KEY, status text) first" in err
 
 
 def test_verify_the_cron_database(
-    capsys: pytest.CaptureFixture[str], presence_cron_db: PresenceDatabase
+    capsys: pytest.CaptureFixture[str], presence_cron_db: PresenceDatabase, cron_version: str
 ) -> None:
     code, out, err = run(capsys, "verify", "--dsn", presence_cron_db.dsn)
     assert (code, err) == (EXIT_OK, ""), out
-    assert out.startswith("presence setup: OK\n  sweep period: 20 s\n")
-    assert "[ok] cron.job.schedule: runs every 20 seconds" in out
+    assert out.startswith(
+        f"presence setup: OK\n  sweep period: {effective_period(cron_version)} s\n"
+    )
+    assert f"[ok] cron.job.schedule: {schedule_detail(cron_version)}" in out
 
 
 def test_verify_json_from_database_url(

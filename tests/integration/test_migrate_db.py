@@ -23,6 +23,7 @@ from presence_sdk.testing import install_supabase_shim as _install_shim
 pytestmark = pytest.mark.integration
 
 VERSIONS = tuple(m.version for m in migrations())
+BASE = "20240000000000"  # base_schema: creates public.users where it is missing
 
 
 @pytest.fixture
@@ -106,12 +107,47 @@ def test_versions_pushed_by_the_supabase_cli_are_not_applied_again(
     assert (result.applied, result.skipped) == ((), VERSIONS)
 
 
-def test_missing_users_table_needs_with_schema(empty_db: PresenceDatabase) -> None:
+def test_fresh_project_without_with_schema_gets_users_from_the_base_migration(
+    empty_db: PresenceDatabase,
+) -> None:
+    """What `supabase db push` does on a new project: the migrations alone suffice."""
+    plan = migrate(empty_db.dsn, dry_run=True)
+    assert (plan.applied, plan.schema_applied) == (VERSIONS, False)
+    result = migrate(empty_db.dsn)
+    assert (result.applied, result.schema_applied) == (VERSIONS, False)
+    assert exists(empty_db, "to_regclass('public.users')")
+    assert non_cron_problems(empty_db) == []
+
+
+def test_missing_users_table_after_the_base_migration_needs_with_schema(
+    empty_db: PresenceDatabase,
+) -> None:
+    """The base migration is recorded, yet public.users is gone: say what to do."""
+    migrate(empty_db.dsn)
+    rollback(empty_db.dsn, to=BASE)
+    empty_db.query("DROP TABLE public.users")
     for dry_run in (True, False):
         with pytest.raises(MigrationError, match=r"public\.users does not exist: pass --with"):
             migrate(empty_db.dsn, dry_run=dry_run)
     assert not exists(empty_db, "to_regclass('public.users')")
-    assert records(empty_db) == []
+    assert [r["version"] for r in records(empty_db)] == [BASE]
+    result = migrate(empty_db.dsn, with_schema=True)
+    assert result.schema_applied
+    assert result.applied == VERSIONS[1:]
+
+
+def test_base_migration_on_plain_postgres_says_what_to_create(
+    presence_server: PresenceTestServer,
+) -> None:
+    with presence_server.database(template=None) as db:  # no Supabase shim: no auth.users
+        with pytest.raises(MigrationError) as raised:
+            migrate(db.dsn)
+        message = str(raised.value)
+        assert message.startswith(f"{BASE}_base_schema.sql failed at statement ")
+        assert "public.users does not exist and there is no auth.users" in message
+        assert not exists(db, "to_regclass('public.users')")
+        db.query("CREATE TABLE public.users (id uuid PRIMARY KEY, status text)")
+        assert migrate(db.dsn).applied == VERSIONS
 
 
 def test_existing_users_table_is_kept(empty_db: PresenceDatabase) -> None:
@@ -149,12 +185,12 @@ def test_a_failing_migration_is_rolled_back_and_not_recorded(empty_db: PresenceD
     with pytest.raises(MigrationError) as raised:
         migrate(empty_db.dsn, with_schema=True)
     message = str(raised.value)
-    assert message.startswith(f"{migrations()[0].filename} failed at statement ")
+    assert message.startswith(f"{migrations()[1].filename} failed at statement ")
     assert "[INSERT INTO public.presence_config (singleton)" in message
     assert 'column "singleton" of relation "presence_config" does not exist' in message
     assert "nothing of it was applied" in message
     assert isinstance(raised.value.__cause__, psycopg.errors.UndefinedColumn)
-    assert records(empty_db) == []
+    assert [r["version"] for r in records(empty_db)] == [BASE]  # a no-op: users existed
     assert exists(empty_db, "to_regclass('public.users')")  # schema.sql ran before
     assert not empty_db.query(
         "SELECT 1 FROM information_schema.columns WHERE table_name = 'users' "
@@ -164,7 +200,7 @@ def test_a_failing_migration_is_rolled_back_and_not_recorded(empty_db: PresenceD
 
 def test_rollback_to_a_version_and_back(empty_db: PresenceDatabase) -> None:
     migrate(empty_db.dsn, with_schema=True)
-    first, *newer = VERSIONS
+    base, first, *newer = VERSIONS
     newest_first = tuple(reversed(newer))
 
     plan = rollback(empty_db.dsn, to=first, dry_run=True)
@@ -173,7 +209,7 @@ def test_rollback_to_a_version_and_back(empty_db: PresenceDatabase) -> None:
 
     result = rollback(empty_db.dsn, to=first)
     assert result.rolled_back == newest_first
-    assert [r["version"] for r in records(empty_db)] == [first]
+    assert [r["version"] for r in records(empty_db)] == [base, first]
     assert not exists(empty_db, "to_regprocedure('public.presence_setup_report()')")
     assert not exists(empty_db, "to_regprocedure('public.presence_heartbeat(text)')")
     assert exists(empty_db, "to_regprocedure('public.mark_inactive_users_offline()')")
@@ -182,10 +218,11 @@ def test_rollback_to_a_version_and_back(empty_db: PresenceDatabase) -> None:
     assert (again.rolled_back, again.skipped) == ((), newest_first)
 
     result = rollback(empty_db.dsn, to="0")
-    assert result.rolled_back == (first,)
+    assert result.rolled_back == (first, base)
     assert records(empty_db) == []
     assert not exists(empty_db, "to_regclass('public.presence_config')")
     assert exists(empty_db, "to_regclass('public.users')")  # never dropped by rollback
+    assert "public.users kept (it holds your data)" in " ".join(result.notices)
 
     result = migrate(empty_db.dsn)
     assert result.applied == VERSIONS

@@ -2,20 +2,25 @@
 
 The expected schedule follows the installed pg_cron version (read from the cluster):
 ``'20 seconds'`` on pg_cron >= 1.5 (Supabase runs 1.6), ``'* * * * *'`` plus a NOTICE
-on older versions. The fallback branch on a real pg_cron 1.4.2 is proven in
-test_sql_cron_legacy.py.
+on older versions. CI runs these tests on pg_cron 1.6.7 and again on Debian's 1.4.2,
+so both branches are proven on the real extension.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
 import psycopg
 import pytest
+from cron_support import (
+    effective_period,
+    expected_schedule,
+    has_interval_schedules,
+    legacy_notice,
+)
 
-from presence_sdk.testing import PresenceDatabase, PresenceTestServer
+from presence_sdk.testing import PresenceDatabase, PresenceTestServer, apply_presence_sql
 
 pytestmark = pytest.mark.integration
 
@@ -32,32 +37,10 @@ NOTE_JOB_RUNS_QUERY = """SELECT * FROM cron.job_run_details
      LIMIT 5;"""  # noqa: W291 (trailing spaces are the note's)
 
 
-def version_tuple(version: str) -> tuple[int, int]:
-    match = re.match(r"(\d+)\.(\d+)", version)
-    assert match, version
-    return int(match[1]), int(match[2])
-
-
-def expected_schedule(version: str, period: int = 20) -> str:
-    return f"{period} seconds" if version_tuple(version) >= (1, 5) else "* * * * *"
-
-
 def collect_notices(conn: psycopg.Connection[Any]) -> list[str]:
     notices: list[str] = []
     conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
     return notices
-
-
-@pytest.fixture
-def cron_version(presence_server: PresenceTestServer) -> str:
-    rows = presence_server.cron_database.query(
-        "SELECT extversion FROM pg_extension WHERE extname = 'pg_cron'"
-    )
-    assert rows, "the migration did not enable pg_cron in the cron database"
-    version: str = rows[0]["extversion"]
-    # What the cluster found installed is what the migration enabled.
-    assert version == presence_server.cluster.pg_cron_version
-    return version
 
 
 def jobs(db: PresenceDatabase) -> list[dict[str, Any]]:
@@ -77,11 +60,26 @@ def test_job_is_scheduled_by_the_migration(
     assert job["command"] == COMMAND
     assert job["database"] == "postgres"
     assert job["username"] == "postgres"
-    if version_tuple(cron_version) >= (1, 5):
+    cron_notices = [n for n in presence_server.cron_notices if "pg_cron" in n]
+    if has_interval_schedules(cron_version):
         assert job["schedule"] == "20 seconds"
-        assert not any("pg_cron" in n for n in presence_server.cron_notices)
+        assert cron_notices == []
     else:
-        assert any("no interval schedules" in n for n in presence_server.cron_notices)
+        assert job["schedule"] == "* * * * *"
+        assert cron_notices == [legacy_notice(cron_version)]
+
+
+def test_reapplying_everything_keeps_one_job_and_repeats_the_notice(
+    presence_cron_db: PresenceDatabase, cron_version: str
+) -> None:
+    before = jobs(presence_cron_db)
+    with presence_cron_db.connect() as conn:
+        notices = apply_presence_sql(conn) + apply_presence_sql(conn)
+    assert jobs(presence_cron_db) == before
+    assert len(before) == 1
+    legacy = [n for n in notices if "no interval schedules" in n]
+    expected = [] if has_interval_schedules(cron_version) else [legacy_notice(cron_version)] * 2
+    assert legacy == expected
 
 
 def test_rescheduling_upserts_the_same_job(
@@ -95,7 +93,7 @@ def test_rescheduling_upserts_the_same_job(
             assert row == (expected_schedule(cron_version),)
     assert jobs(presence_cron_db) == before
     legacy_notices = [n for n in notices if "no interval schedules" in n]
-    assert len(legacy_notices) == (0 if version_tuple(cron_version) >= (1, 5) else 3)
+    assert len(legacy_notices) == (0 if has_interval_schedules(cron_version) else 3)
 
 
 def test_configure_reschedules_from_the_single_settings_row(
@@ -142,7 +140,7 @@ def test_the_real_job_marks_a_silent_user_offline(
     presence_cron_db: PresenceDatabase, cron_version: str
 ) -> None:
     """No manual sweep: pg_cron's own run flips a user silent for 46 s."""
-    period = 20 if version_tuple(cron_version) >= (1, 5) else 60
+    period = effective_period(cron_version)
     user = presence_cron_db.create_user()
     try:
         rows = presence_cron_db.query(

@@ -34,7 +34,8 @@ pytestmark = pytest.mark.integration
 
 JOB = "mark-inactive-users"
 FILES = {"schema.sql": schema_sql(), **{m.filename: m.up for m in migrations()}}
-FIRST = migrations()[0].up
+BY_NAME = {m.name: m for m in migrations()}
+FIRST = BY_NAME["add_heartbeat"].up
 
 
 @pytest.fixture
@@ -66,7 +67,7 @@ def the_api_works(db: PresenceDatabase, user: str) -> None:
     [
         *([name] for name in FILES),
         list(reversed(FILES)),
-        [migrations()[0].filename, migrations()[2].filename, migrations()[1].filename],
+        [BY_NAME[n].filename for n in ("add_heartbeat", "setup_report", "presence_api")],
     ],
     ids=lambda order: "+".join(name.split("_", 1)[0] for name in order),
 )

@@ -233,8 +233,15 @@ def check_existing_users_round_trip(conn: psycopg.Connection[Any]) -> list[str]:
     assert without_users_acl(without_jobids(rolled_back)) == without_users_acl(
         without_jobids(original)
     )
+    # The table-wide grant loses exactly INSERT (a) and UPDATE (w): "rdDxt" on
+    # PostgreSQL 15, plus MAINTAIN (m) from 17 on.
+    table_wide = {
+        role: "".join(c for c in letters if c not in "aw")
+        for role, letters in narrowed_client_grants(original)["table"].items()
+    }
+    assert set(table_wide["anon"]) >= set("rdDxt")
     assert narrowed_client_grants(rolled_back) == {
-        "table": {"anon": "rdDxt", "authenticated": "rdDxt"},
+        "table": table_wide,
         "id": {"anon": "aw", "authenticated": "aw"},
         "status": {"anon": "a", "authenticated": "a"},
     }

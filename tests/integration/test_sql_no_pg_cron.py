@@ -7,27 +7,25 @@ Three real situations:
   ``cron.database_name`` (a per-test clone; on Supabase: any database but postgres);
 * ``not_preloaded``: the pg_cron files are installed but the server does not load it
   (``PostgresCluster(pg_cron=False)``);
-* ``not_installed``: a relocated PostgreSQL 15 tree without any pg_cron files.
+* ``not_installed``: a relocated copy of the PostgreSQL tree without any pg_cron files.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pg_trees import mirror_without_pg_cron
 
 from presence_sdk.testing import (
     PostgresCluster,
     PresenceDatabase,
     PresenceTestServer,
     apply_presence_sql,
-    find_bindir,
     install_supabase_shim,
 )
 
@@ -43,45 +41,6 @@ class Setup:
     second_notices: list[str]
     expected_notice: str
     pg_cron_available: bool
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
-def stage_tree_without_pg_cron(root: Path) -> Path:
-    """Mirror the PostgreSQL 15 tree under ``root`` minus pg_cron; return its bindir.
-
-    PostgreSQL finds sharedir/pkglibdir relative to its binary's real location, so
-    the copy (hard links where possible) runs on its own extension directory.
-    """
-    bindir = find_bindir()
-
-    def pg_config(flag: str) -> Path:
-        out = subprocess.run(
-            [str(bindir / "pg_config"), flag], capture_output=True, text=True, check=True
-        )
-        return Path(out.stdout.strip())
-
-    for source in (bindir, pg_config("--pkglibdir"), pg_config("--sharedir")):
-        shutil.copytree(
-            source,
-            root / source.relative_to("/"),
-            symlinks=True,
-            copy_function=_link_or_copy,
-            ignore=shutil.ignore_patterns("pg_cron*"),
-            dirs_exist_ok=True,
-        )
-    staged = root / bindir.relative_to("/")
-    sharedir = subprocess.run(
-        [str(staged / "pg_config"), "--sharedir"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    assert sharedir.startswith(str(root)), f"the copied tree is not relocatable: {sharedir}"
-    assert not list(Path(sharedir, "extension").glob("pg_cron*"))
-    return staged
 
 
 def prepare(db: PresenceDatabase, expected_notice: str, *, available: bool) -> Setup:
@@ -120,7 +79,7 @@ def not_installed() -> Iterator[Setup]:
     root = Path(tempfile.mkdtemp(prefix="presence-pg-nocron-"))
     root.chmod(0o755)  # the server may run as the postgres OS user
     try:
-        bindir = stage_tree_without_pg_cron(root)
+        bindir = mirror_without_pg_cron(root)
         with PostgresCluster(pg_cron=False, bindir=bindir) as cluster:
             db = PresenceDatabase(dsn=cluster.dsn("postgres"), name="postgres")
             yield prepare(db, "pg_cron is not available on this server", available=False)

@@ -54,6 +54,9 @@ OLD_MIGRATIONS = [
 UP_TO_HARDENING = [m for m in migrations() if m.version <= HARDENING]
 BEFORE_HARDENING = [m for m in migrations() if m.version < HARDENING]
 VERSIONS = [m.version for m in migrations()]
+OLD_VERSIONS = [m.version for m in OLD_MIGRATIONS]
+#: What a database that 0.1.0 set up still lacks (0.1.0 had no base_schema migration).
+PENDING_AFTER_0_1_0 = [v for v in VERSIONS if v not in OLD_VERSIONS]
 USERS = (
     "SELECT id, status, last_heartbeat, online_since, display_name FROM public.users ORDER BY id"
 )
@@ -184,7 +187,7 @@ def test_a_recorded_0_1_0_database_with_live_rows_gets_exactly_a_fresh_install(
     apply = TOOLS[tool]
     with PostgresCluster() as cluster:
         db = cron_database(cluster)
-        assert apply(db, OLD_MIGRATIONS, schema=OLD_SCHEMA) == VERSIONS[:3]
+        assert apply(db, OLD_MIGRATIONS, schema=OLD_SCHEMA) == OLD_VERSIONS
         users = add_live_rows(db)
         rows, timings = db.query(USERS), settings(db)
 
@@ -193,8 +196,8 @@ def test_a_recorded_0_1_0_database_with_live_rows_gets_exactly_a_fresh_install(
         assert "schema.report" in findings, findings
         assert "presence-sdk migrate" in (findings["schema.report"].fix or "")
 
-        assert apply(db, migrations(), schema=schema_sql()) == VERSIONS[3:]
-        assert HARDENING in VERSIONS[3:]
+        assert apply(db, migrations(), schema=schema_sql()) == PENDING_AFTER_0_1_0
+        assert HARDENING in PENDING_AFTER_0_1_0
         assert recorded_versions(db) == VERSIONS
 
         assert db.query(USERS) == rows
@@ -232,7 +235,7 @@ def test_0_1_0_timings_that_break_a_new_check_stop_the_upgrade_with_the_repair(
         "SET sweep_interval_seconds = least(sweep_interval_seconds, timeout_seconds)"
     )
     assert snapshot_of(shim_db) == before
-    assert recorded_versions(shim_db) == VERSIONS[:3]
+    assert recorded_versions(shim_db) == OLD_VERSIONS
     shim_db.query(hint)
     assert HARDENING in migrate(shim_db.dsn).applied
     assert settings(shim_db)[0]["sweep_interval_seconds"] == 45
@@ -287,7 +290,7 @@ def test_a_0_1_0_hand_made_users_table_no_longer_lets_users_forge_presence(
     assert rowcount(shim_db, "authenticated", victim, FORGE) == 1  # 0.1.0's hole
     rows = shim_db.query(USERS.replace("display_name", "nickname"))
 
-    assert migrate(shim_db.dsn).applied == tuple(VERSIONS[3:])
+    assert migrate(shim_db.dsn).applied == tuple(PENDING_AFTER_0_1_0)
     assert "permission denied" in denied(shim_db, "authenticated", victim, FORGE)
     assert shim_db.query(USERS.replace("display_name", "nickname")) == rows
     assert_presence_kept(shim_db, users)
@@ -331,10 +334,10 @@ def test_rolling_back_04_leaves_what_01_to_03_install(
     rows = shim_db.query(USERS)
     rolled = rollback(shim_db.dsn, to=BEFORE_HARDENING[-1].version)
     assert HARDENING in rolled.rolled_back
-    assert recorded_versions(shim_db) == VERSIONS[:3]
+    assert recorded_versions(shim_db) == OLD_VERSIONS
     assert shim_db.query(USERS) == rows
     with presence_server.database(template=None) as today:
         run_files(today, [supabase_shim_sql(), schema_sql(), *(m.up for m in BEFORE_HARDENING)])
         assert snapshot_of(shim_db) == snapshot_of(today)
-    assert migrate(shim_db.dsn).applied == tuple(VERSIONS[3:])
+    assert migrate(shim_db.dsn).applied == tuple(PENDING_AFTER_0_1_0)
     assert shim_db.rpc("presence_is_online", {"user_id": user}, user_id=user) is True

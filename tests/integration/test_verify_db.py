@@ -20,6 +20,13 @@ import httpx
 import psycopg
 import pytest
 import respx
+from cron_support import (
+    SWEEP,
+    effective_period,
+    expected_schedule,
+    has_interval_schedules,
+    schedule_detail,
+)
 from supabase import AClientOptions, ClientOptions, create_client
 from supabase import acreate_client as _acreate_client
 
@@ -83,7 +90,7 @@ def job_id(db: PresenceDatabase) -> int:
 
 
 def restore_job(db: PresenceDatabase) -> None:
-    """Back to the migration's job: active, 20 seconds, the qualified command."""
+    """Back to the migration's job: active, its schedule, the qualified command."""
     with db.connect() as conn:
         conn.execute("SELECT public.presence_schedule_sweep()")
         conn.execute(
@@ -104,10 +111,12 @@ def cron_scenario(db: PresenceDatabase) -> Iterator[psycopg.Connection[Any]]:
             conn.rollback()
 
 
-def fresh_job(conn: psycopg.Connection[Any]) -> int:
+def fresh_job(conn: psycopg.Connection[Any], version: str) -> int:
     """Replace the job (inside the scenario) by an identical one without runs."""
     conn.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = %s", (JOB,))
-    row = conn.execute("SELECT cron.schedule(%s, '20 seconds', %s)", (JOB, COMMAND)).fetchone()
+    row = conn.execute(
+        "SELECT cron.schedule(%s, %s, %s)", (JOB, expected_schedule(version), COMMAND)
+    ).fetchone()
     assert row is not None
     return int(row[0])
 
@@ -127,26 +136,31 @@ def add_run(
 # -- the healthy setup -------------------------------------------------------------------
 
 
-def test_complete_setup_passes_over_a_direct_connection(presence_cron_db: PresenceDatabase) -> None:
+def test_complete_setup_passes_over_a_direct_connection(
+    presence_cron_db: PresenceDatabase, cron_version: str
+) -> None:
     report = verify_setup(dsn=presence_cron_db.dsn)
     assert report.ok, str(report)
-    assert report.sweep_period_seconds == 20
+    assert report.sweep_period_seconds == effective_period(cron_version)
     assert report.schema_version == expected_setup().schema_version
-    assert find(report, "cron.job.schedule").detail.startswith("runs every 20 seconds")
+    detail = find(report, "cron.job.schedule").detail
+    assert detail.startswith(schedule_detail(cron_version))
+    if not has_interval_schedules(cron_version):
+        assert "may lag up to 60 s behind the 45 s timeout (reads stay exact)" in detail
     assert report.raw["job"]["command"] == COMMAND
 
 
 @pytest.mark.asyncio
 async def test_complete_setup_passes_async_over_a_direct_connection(
-    presence_cron_db: PresenceDatabase,
+    presence_cron_db: PresenceDatabase, cron_version: str
 ) -> None:
     report = await averify_setup(dsn=presence_cron_db.dsn)
     assert report.ok, str(report)
-    assert report.sweep_period_seconds == 20
+    assert report.sweep_period_seconds == effective_period(cron_version)
 
 
 def test_complete_setup_passes_through_postgrest_in_one_round_trip(
-    presence_cron_db: PresenceDatabase,
+    presence_cron_db: PresenceDatabase, cron_version: str
 ) -> None:
     emulator = presence_cron_db.emulator()
     try:
@@ -162,7 +176,7 @@ def test_complete_setup_passes_through_postgrest_in_one_round_trip(
     finally:
         emulator.close()
     assert report.ok, str(report)
-    assert report.sweep_period_seconds == 20
+    assert report.sweep_period_seconds == effective_period(cron_version)
     assert emulator.requests == ["/rest/v1/rpc/presence_setup_report"]
 
 
@@ -430,29 +444,78 @@ def test_job_inactive(presence_cron_db: PresenceDatabase) -> None:
         restore_job(presence_cron_db)
 
 
+def set_schedule_and_verify(db: PresenceDatabase, schedule: str) -> SetupReport:
+    db.query("SELECT cron.alter_job(%s, schedule := %s)", (job_id(db), schedule))
+    return verify(db)
+
+
+def fix_and_verify(db: PresenceDatabase, finding: SetupCheck, version: str) -> None:
+    db.query(fix_sql(finding.fix))
+    fixed = verify(db)
+    assert fixed.ok, str(fixed)
+    assert fixed.sweep_period_seconds == effective_period(version)
+
+
 @pytest.mark.parametrize(
     ("schedule", "words", "period"),
     [
         ("*/20 * * * * *", "runs every 20 MINUTES, NOT every 20 seconds", 1200),
-        ("59 seconds", "longer than the 45 s timeout", 59),
-        ("* * * * *", "longer than the 45 s timeout", 60),
-        ("30 seconds", "presence_config.sweep_interval_seconds is 20", 30),
+        ("*/2 * * * *", "longer than the 45 s timeout", 120),
     ],
 )
 def test_job_schedule(
-    presence_cron_db: PresenceDatabase, schedule: str, words: str, period: int
+    presence_cron_db: PresenceDatabase, cron_version: str, schedule: str, words: str, period: int
 ) -> None:
-    jobid = job_id(presence_cron_db)
     try:
-        presence_cron_db.query("SELECT cron.alter_job(%s, schedule := %s)", (jobid, schedule))
-        report = verify(presence_cron_db)
+        report = set_schedule_and_verify(presence_cron_db, schedule)
         finding = problem(report, "cron.job.schedule")
         assert words in finding.detail
         assert report.sweep_period_seconds == period
-        presence_cron_db.query(fix_sql(finding.fix))
-        fixed = verify(presence_cron_db)
-        assert fixed.ok, str(fixed)
-        assert fixed.sweep_period_seconds == 20
+        fix_and_verify(presence_cron_db, finding, cron_version)
+    finally:
+        restore_job(presence_cron_db)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "words", "period"),
+    [
+        ("59 seconds", "longer than the 45 s timeout", 59),
+        ("30 seconds", f"presence_config.sweep_interval_seconds is {SWEEP}", 30),
+    ],
+)
+def test_job_interval_schedule(
+    presence_cron_db: PresenceDatabase, cron_version: str, schedule: str, words: str, period: int
+) -> None:
+    try:
+        if has_interval_schedules(cron_version):
+            report = set_schedule_and_verify(presence_cron_db, schedule)
+            finding = problem(report, "cron.job.schedule")
+            assert words in finding.detail
+            assert report.sweep_period_seconds == period
+            fix_and_verify(presence_cron_db, finding, cron_version)
+        else:
+            # pg_cron < 1.5 rejects interval schedules: why the migration falls back.
+            with pytest.raises(psycopg.errors.InvalidParameterValue, match="invalid schedule"):
+                set_schedule_and_verify(presence_cron_db, schedule)
+            assert verify(presence_cron_db).ok
+    finally:
+        restore_job(presence_cron_db)
+
+
+def test_job_every_minute(presence_cron_db: PresenceDatabase, cron_version: str) -> None:
+    """A problem where 20 s sweeps are possible; the expected fallback on pg_cron < 1.5."""
+    try:
+        report = set_schedule_and_verify(presence_cron_db, "* * * * *")
+        assert report.sweep_period_seconds == 60
+        if has_interval_schedules(cron_version):
+            finding = problem(report, "cron.job.schedule")
+            assert "longer than the 45 s timeout" in finding.detail
+            fix_and_verify(presence_cron_db, finding, cron_version)
+        else:
+            assert report.ok, str(report)
+            assert find(report, "cron.job.schedule").detail.startswith(
+                schedule_detail(cron_version)
+            )
     finally:
         restore_job(presence_cron_db)
 
@@ -476,15 +539,17 @@ def test_job_command(presence_cron_db: PresenceDatabase, command: str, words: st
         restore_job(presence_cron_db)
 
 
-def test_really_failing_job_runs(presence_cron_db: PresenceDatabase) -> None:
-    """pg_cron itself runs a broken command every second and records the failure."""
+def test_really_failing_job_runs(presence_cron_db: PresenceDatabase, cron_version: str) -> None:
+    """pg_cron itself runs a broken command (every second, or every minute on pg_cron
+    < 1.5) and records the failure."""
+    every = "1 second" if has_interval_schedules(cron_version) else "* * * * *"
     try:
         with presence_cron_db.connect() as conn:
             conn.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = %s", (JOB,))
             conn.execute(
-                "SELECT cron.schedule(%s, '1 second', 'SELECT public.no_such_function()')", (JOB,)
+                "SELECT cron.schedule(%s, %s, 'SELECT public.no_such_function()')", (JOB, every)
             )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 30 + (0 if has_interval_schedules(cron_version) else 60)
         while True:
             report = verify(presence_cron_db)
             if not find(report, "cron.job.runs").ok or time.monotonic() > deadline:
@@ -504,9 +569,11 @@ def test_really_failing_job_runs(presence_cron_db: PresenceDatabase) -> None:
     assert verify(presence_cron_db).ok
 
 
-def test_failed_latest_run_with_connection_failure(presence_cron_db: PresenceDatabase) -> None:
+def test_failed_latest_run_with_connection_failure(
+    presence_cron_db: PresenceDatabase, cron_version: str
+) -> None:
     with cron_scenario(presence_cron_db) as conn:
-        jobid = fresh_job(conn)
+        jobid = fresh_job(conn, cron_version)
         add_run(conn, jobid, "succeeded", "1 row", 25)
         add_run(conn, jobid, "failed", "connection failed", 5)
         finding = problem(fetch_report(conn), "cron.job.runs")
@@ -514,33 +581,36 @@ def test_failed_latest_run_with_connection_failure(presence_cron_db: PresenceDat
     assert "cron.use_background_workers = on" in finding.fix
 
 
-def test_no_run_within_three_periods(presence_cron_db: PresenceDatabase) -> None:
+def test_no_run_within_three_periods(presence_cron_db: PresenceDatabase, cron_version: str) -> None:
+    period = effective_period(cron_version)
     with cron_scenario(presence_cron_db) as conn:
-        jobid = fresh_job(conn)
+        jobid = fresh_job(conn, cron_version)
         add_run(conn, jobid, "succeeded", "1 row", 300)
         report = fetch_report(conn)
         finding = problem(report, "cron.job.recent")
         assert "no run in the last 5 min" in finding.detail
-        assert "more than 3 periods of 20 s" in finding.detail
+        assert f"more than 3 periods of {period} s" in finding.detail
         assert "pg_cron" in finding.fix
-        add_run(conn, jobid, "succeeded", "1 row", 50)  # within 3 x 20 s
+        add_run(conn, jobid, "succeeded", "1 row", 50)  # within 3 periods
         assert fetch_report(conn).ok
 
 
-def test_a_new_job_without_runs_passes(presence_cron_db: PresenceDatabase) -> None:
+def test_a_new_job_without_runs_passes(
+    presence_cron_db: PresenceDatabase, cron_version: str
+) -> None:
     with cron_scenario(presence_cron_db) as conn:
-        fresh_job(conn)
+        fresh_job(conn, cron_version)
         report = fetch_report(conn)
     assert report.ok, str(report)
     assert "no runs recorded yet" in find(report, "cron.job.runs").detail
 
 
-def test_duplicate_jobs(presence_cron_db: PresenceDatabase) -> None:
+def test_duplicate_jobs(presence_cron_db: PresenceDatabase, cron_version: str) -> None:
     with cron_scenario(presence_cron_db) as conn:
         conn.execute(
             "INSERT INTO cron.job (schedule, command, jobname, username) "
-            "VALUES ('20 seconds', %s, %s, 'authenticator')",
-            (COMMAND, JOB),
+            "VALUES (%s, %s, %s, 'authenticator')",
+            (expected_schedule(cron_version), COMMAND, JOB),
         )
         finding = problem(fetch_report(conn), "cron.job")
     assert "2 pg_cron jobs are named 'mark-inactive-users'" in finding.detail

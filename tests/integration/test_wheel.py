@@ -85,12 +85,38 @@ def test_wheel_contains_the_same_sql_bytes(wheel: Path) -> None:
         all_names = zf.namelist()
     assert shipped == expected
     # One copy only: no other schema/migration files anywhere in the wheel.
-    assert sorted(n for n in all_names if n.endswith("schema.sql")) == [
+    assert sorted(n for n in all_names if n.endswith("/schema.sql")) == [
         f"{PACKAGED}rollbacks/schema.sql",
         f"{PACKAGED}schema.sql",
     ]
     assert not [n for n in all_names if "/migrations/" in n and not n.startswith(PACKAGED)]
     assert "presence_sdk/py.typed" in all_names
+
+
+def test_wheel_carries_the_pg_cron_source_for_the_embedded_postgres(
+    wheel: Path, installed: Path, tmp_path: Path
+) -> None:
+    """presence_sdk.testing builds pg_cron from these bytes where no checkout is around."""
+    third_party = REPO / "third_party"
+    with zipfile.ZipFile(wheel) as zf:
+        for name in ("pg_cron-1.6.7.tar.gz", "pg_cron-1.6.7.LICENSE", "SHA256SUMS"):
+            packaged = zf.read(f"presence_sdk/testing/third_party/{name}")
+            assert packaged == (third_party / name).read_bytes(), name
+    script = "from presence_sdk.testing._pg_cron_build import pg_cron_source as s; "
+    script += "src = s(); src.verify(); print(src.tarball)"
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        env=os.environ | {"PYTHONPATH": str(installed)},
+    )
+    assert result.returncode == 0, result.stderr
+    tarball = Path(result.stdout.strip())
+    assert (
+        tarball == installed / "presence_sdk" / "testing" / "third_party" / "pg_cron-1.6.7.tar.gz"
+    )
 
 
 def test_installed_wheel_reads_its_own_sql(installed: Path, tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """Test helpers for apps that use presence_sdk (and for presence_sdk itself).
 
-Everything here runs against real parts: a throwaway PostgreSQL 15 cluster with
+Everything here runs against real parts: a throwaway PostgreSQL cluster with
 pg_cron (:class:`PostgresCluster`), prepared like a Supabase project
 (:class:`PresenceTestServer`: roles, ``auth`` schema, the shipped presence SQL), and
 an emulation of PostgREST (:func:`call_rpc`, :class:`PostgRESTEmulator`) that runs

@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL 15 cluster (with pg_cron) in a temporary directory."""
+"""A throwaway PostgreSQL cluster (with pg_cron) in a temporary directory."""
 
 from __future__ import annotations
 
@@ -20,39 +20,12 @@ from typing import Self
 import psycopg
 from psycopg import sql
 
+from presence_sdk.testing._errors import ClusterError
+from presence_sdk.testing._locate import find_bindir, pg_cron_version_of
+
 __all__ = ["ClusterError", "PostgresCluster", "find_bindir"]
 
 logger = logging.getLogger("presence_sdk.testing")
-
-_DEFAULT_BINDIRS = ("/usr/lib/postgresql/15/bin",)
-
-
-class ClusterError(RuntimeError):
-    """The test cluster could not be created, started or stopped."""
-
-
-def find_bindir() -> Path:
-    """Locate the PostgreSQL 15 server binaries.
-
-    ``PRESENCE_PG_BINDIR`` wins; otherwise the Debian location, then ``pg_config``
-    on ``PATH``.
-    """
-    candidates: list[str] = []
-    if env := os.environ.get("PRESENCE_PG_BINDIR"):
-        candidates.append(env)
-    candidates.extend(_DEFAULT_BINDIRS)
-    if pg_config := shutil.which("pg_config"):
-        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
-        candidates.append(out.stdout.strip())
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "initdb").is_file():
-            return Path(candidate)
-    msg = (
-        "PostgreSQL server binaries not found (looked in "
-        f"{', '.join(c for c in candidates if c)}); install postgresql-15 or set "
-        "PRESENCE_PG_BINDIR"
-    )
-    raise ClusterError(msg)
 
 
 def _free_port() -> int:
@@ -60,27 +33,6 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _pg_cron_available(bindir: Path) -> str | None:
-    """Return the installed pg_cron default version, or None if not installed."""
-    out = subprocess.run(
-        [str(bindir / "pg_config"), "--sharedir"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    sharedir = out.stdout.strip()
-    if not sharedir and bindir.parent.name == "15":
-        sharedir = f"/usr/share/postgresql/{bindir.parent.name}"
-    control = Path(sharedir) / "extension" / "pg_cron.control"
-    if not control.is_file():
-        return None
-    for line in control.read_text().splitlines():
-        key, _, value = line.partition("=")
-        if key.strip() == "default_version":
-            return value.strip().strip("'")
-    return None
 
 
 @dataclass(kw_only=True)
@@ -98,7 +50,9 @@ class PostgresCluster:
         durable: Keep fsync and synchronous commit on (benchmarks). Tests leave it
             off for speed: the cluster is thrown away anyway.
         settings: Extra ``postgresql.conf`` settings.
-        bindir: Directory with ``initdb``/``pg_ctl``; found automatically if None.
+        bindir: Directory with ``initdb``/``pg_ctl``; if None, :func:`find_bindir`
+            picks one (``PRESENCE_PG_BINDIR``, ``pg_config`` on PATH, Debian's, else
+            PostgreSQL 18 from PyPI with pg_cron built for it).
     """
 
     pg_cron: bool = True
@@ -131,31 +85,55 @@ class PostgresCluster:
 
     def _run(self, args: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = args if self._os_user is None else ["runuser", "-u", self._os_user, "--", *args]
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=self._root)
+        try:
+            result = subprocess.run(
+                cmd, capture_output=True, text=True, check=False, cwd=self._root
+            )
+        except OSError as exc:
+            # Non-root runs the binary directly: a missing initdb is an OSError here
+            # (as root, runuser reports it in its exit status instead).
+            msg = f"{' '.join(args)} cannot run: {exc.strerror or exc}"
+            raise ClusterError(msg) from exc
         if check and result.returncode != 0:
             msg = f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}{result.stderr}"
             raise ClusterError(msg)
         return result
 
+    @staticmethod
+    def _server_os_user() -> pwd.struct_passwd | None:
+        """The OS user the server runs as: ``postgres`` when we are root, else us."""
+        if os.geteuid() != 0:
+            return None
+        try:
+            return pwd.getpwnam("postgres")
+        except KeyError:
+            msg = (
+                "running as root: PostgreSQL refuses root and runs as the 'postgres' OS "
+                "user, which does not exist (create it: useradd --system postgres), "
+                "or run as a normal user"
+            )
+            raise ClusterError(msg) from None
+
     def start(self) -> Self:
         """Create the cluster and start the server; returns self."""
         if self.running:
             return self
-        bindir = self.bindir or find_bindir()
+        chosen_for_us = self.bindir is None
+        bindir = self.bindir or find_bindir(pg_cron=self.pg_cron)
         self.bindir = bindir
         if self.pg_cron:
-            self.pg_cron_version = _pg_cron_available(bindir)
+            self.pg_cron_version = pg_cron_version_of(bindir)
             if self.pg_cron_version is None:
                 msg = (
-                    "pg_cron is not installed for this PostgreSQL "
-                    "(run scripts/install-pg-cron.sh), or pass pg_cron=False"
+                    f"pg_cron is not installed for the PostgreSQL in {bindir} "
+                    "(scripts/install-pg-cron.sh installs it), or pass pg_cron=False"
                 )
                 raise ClusterError(msg)
+        owner = self._server_os_user()
         self._root = Path(tempfile.mkdtemp(prefix="presence-pg-"))
-        if os.geteuid() == 0:
-            self._os_user = "postgres"
-            entry = pwd.getpwnam("postgres")
-            os.chown(self._root, entry.pw_uid, entry.pw_gid)
+        if owner is not None:
+            self._os_user = owner.pw_name
+            os.chown(self._root, owner.pw_uid, owner.pw_gid)
         datadir = self._root / "data"
         try:
             self._run(
@@ -173,6 +151,15 @@ class PostgresCluster:
             )
             self.datadir = datadir
             self._start_server(bindir, datadir)
+        except ClusterError as exc:
+            self.stop()
+            if not chosen_for_us:
+                raise
+            msg = (
+                f"{exc}\n(the PostgreSQL in {bindir} was found automatically; choose "
+                "another with PRESENCE_PG_BINDIR=/path/to/bin or PRESENCE_PG=embedded)"
+            )
+            raise ClusterError(msg) from exc
         except BaseException:
             self.stop()
             raise

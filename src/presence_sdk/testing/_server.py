@@ -25,7 +25,7 @@ _CRON_DB = "postgres"
 
 @dataclass(kw_only=True)
 class PresenceTestServer:
-    """A local PostgreSQL 15 + pg_cron prepared like a Supabase project.
+    """A local PostgreSQL + pg_cron prepared like a Supabase project.
 
     On :meth:`start`: starts a :class:`PostgresCluster`, installs the Supabase shim
     and the presence SQL in the cron database (``postgres``, where the real

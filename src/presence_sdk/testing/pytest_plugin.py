@@ -1,7 +1,7 @@
 """pytest fixtures for presence_sdk, registered automatically (``pytest11`` entry point).
 
 Fixtures:
-    presence_server: session-wide :class:`PresenceTestServer`: one PostgreSQL 15
+    presence_server: session-wide :class:`PresenceTestServer`: one PostgreSQL
         cluster with pg_cron, the Supabase shim, and a migrated template database.
     presence_db: a fresh :class:`PresenceDatabase` per test, cloned from the
         template (no pg_cron job there: pg_cron only runs in the cron database).
