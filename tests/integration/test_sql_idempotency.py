@@ -85,7 +85,11 @@ def test_rerunning_a_migration_alone_after_it_changes_nothing(
         for earlier in migrations():
             if earlier.version <= migration.version:
                 conn.execute(earlier.up)
-    empty_db.create_user(status="away", last_heartbeat="now")
+    if migration.name == "base_schema":  # no presence columns yet
+        user = empty_db.create_user()
+        empty_db.query("UPDATE public.users SET status = 'away' WHERE id = %s", (user,))
+    else:
+        empty_db.create_user(status="away", last_heartbeat="now")
     empty_db.create_user()
     rows = empty_db.query("SELECT * FROM public.users ORDER BY id")
     with empty_db.connect() as conn:
