@@ -271,9 +271,12 @@ SELECT
     CASE WHEN d.online THEN d.online_since END AS online_since
 FROM public.users AS u
 LEFT JOIN LATERAL (
+    -- OFFSET 0 keeps this a per-user lookup (presence_sessions_user_id_idx): pulled
+    -- up, it would become a join with the aggregate of every session.
     SELECT sp.live_sessions, sp.status, sp.online_since, sp.last_beat
     FROM presence_private.session_presence AS sp
     WHERE sp.user_id = u.id
+    OFFSET 0
 ) AS a ON true
 CROSS JOIN LATERAL (
     SELECT
@@ -386,6 +389,7 @@ BEGIN
             SELECT sp.live_sessions, sp.status, sp.online_since, sp.last_beat
             FROM presence_private.session_presence AS sp
             WHERE sp.user_id = u.id
+            OFFSET 0
         ) AS a ON true
     ),
     wanted AS (
@@ -734,15 +738,27 @@ LANGUAGE sql
 STABLE
 SET search_path = ''
 AS $$
-    WITH per_status AS (
+    -- The rule of presence_private.user_presence_now, as one join of the online users
+    -- (partial index users_presence_active_idx) with the aggregate of all sessions:
+    -- a hash join here beats one index lookup per online user.
+    WITH live AS (
+        SELECT CASE WHEN sp.user_id IS NULL THEN u.status ELSE sp.status END AS status
+        FROM public.users AS u
+        LEFT JOIN presence_private.session_presence AS sp ON sp.user_id = u.id
+        WHERE u.status <> 'offline'
+          AND CASE
+                  WHEN sp.user_id IS NULL
+                      THEN u.last_heartbeat > (SELECT presence_private.live_after())
+                  ELSE sp.live_sessions > 0
+              END
+    ),
+    per_status AS (
         SELECT
-            count(*) FILTER (WHERE p.status = 'online') AS online,
-            count(*) FILTER (WHERE p.status = 'away') AS away,
-            count(*) FILTER (WHERE p.status = 'busy') AS busy,
+            count(*) FILTER (WHERE live.status = 'online') AS online,
+            count(*) FILTER (WHERE live.status = 'away') AS away,
+            count(*) FILTER (WHERE live.status = 'busy') AS busy,
             count(*) AS active
-        FROM presence_private.user_presence_now AS p
-        WHERE p.stored_status <> 'offline'
-          AND p.online
+        FROM live
     )
     SELECT jsonb_build_object(
         'online', s.online,
