@@ -75,6 +75,7 @@ CREATE TABLE IF NOT EXISTS presence_private.replaced_definitions (
     object text PRIMARY KEY,
     position integer NOT NULL,
     ddl text NOT NULL,
+    comment_ddl text,
     saved_at timestamptz NOT NULL DEFAULT now()
 );
 
@@ -85,8 +86,10 @@ REVOKE ALL ON TABLE presence_private.replaced_definitions FROM PUBLIC, anon, aut
 
 -- A definition that already reads sessions is never saved: re-running this file (or
 -- running it after a failed rollback) keeps the originals.
-INSERT INTO presence_private.replaced_definitions (object, position, ddl)
-SELECT f.signature, f.position, pg_catalog.pg_get_functiondef(p.oid)
+INSERT INTO presence_private.replaced_definitions (object, position, ddl, comment_ddl)
+SELECT f.signature, f.position, pg_catalog.pg_get_functiondef(p.oid),
+       pg_catalog.format('COMMENT ON FUNCTION %s IS %L', p.oid::regprocedure,
+                         pg_catalog.obj_description(p.oid, 'pg_proc'))
 FROM (VALUES
     ('public.presence_heartbeat(text)', 1),
     ('public.presence_leave()', 2),
@@ -98,13 +101,15 @@ JOIN pg_catalog.pg_proc AS p ON p.oid = pg_catalog.to_regprocedure(f.signature)
 WHERE pg_catalog.strpos(p.prosrc, 'presence_private') = 0
 ON CONFLICT (object) DO NOTHING;
 
-INSERT INTO presence_private.replaced_definitions (object, position, ddl)
+INSERT INTO presence_private.replaced_definitions (object, position, ddl, comment_ddl)
 SELECT 'public.user_presence', 0,
        pg_catalog.format(
            'CREATE OR REPLACE VIEW public.user_presence WITH (%s) AS %s',
            pg_catalog.array_to_string(c.reloptions, ', '),
            pg_catalog.pg_get_viewdef(c.oid)
-       )
+       ),
+       pg_catalog.format('COMMENT ON VIEW public.user_presence IS %L',
+                         pg_catalog.obj_description(c.oid, 'pg_class'))
 FROM pg_catalog.pg_class AS c
 WHERE c.oid = pg_catalog.to_regclass('public.user_presence')
   AND pg_catalog.strpos(pg_catalog.pg_get_viewdef(c.oid), 'presence_private') = 0

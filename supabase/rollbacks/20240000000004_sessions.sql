@@ -49,9 +49,14 @@ BEGIN
 
     IF to_regclass('presence_private.replaced_definitions') IS NOT NULL THEN
         FOR saved IN
-            SELECT d.object, d.ddl FROM presence_private.replaced_definitions AS d ORDER BY d.position
+            SELECT d.object, d.ddl, d.comment_ddl
+            FROM presence_private.replaced_definitions AS d
+            ORDER BY d.position
         LOOP
             EXECUTE saved.ddl;
+            IF saved.comment_ddl IS NOT NULL THEN
+                EXECUTE saved.comment_ddl;
+            END IF;
         END LOOP;
     END IF;
 
