@@ -309,27 +309,31 @@ COMMENT ON VIEW presence_private.user_presence_now IS
 --     timeout); otherwise left alone, so steady beats do not write public.users;
 --   * last_heartbeat when going offline: the latest beat, or seen_at (the time the
 --     user's last session ended) if later.
--- structural = false is the steady-beat mode (callers guarantee that the beaten
--- sessions were live and kept their status): no lock, only the last_heartbeat
--- refresh, and users whose stored row is not online are recomputed structurally.
--- structural = true locks the users' rows (in id order) before reading the sessions,
--- so two concurrent changes of one user's sessions are applied one after the other
--- and the later one sees the earlier one's sessions.
+-- It locks the users' rows (in id order) before reading their sessions, so two
+-- concurrent changes of one user's sessions are applied one after the other and the
+-- later one sees the earlier one's sessions. Steady beats (a live session keeping its
+-- status) cannot change the aggregate and do not come here: they only refresh
+-- last_heartbeat when it is due (presence_private.beat, presence_track_beat).
 -- Returns the number of users whose status or online_since changed.
+--
+-- Planner settings (here and on the other per-user helpers):
+-- * plan_cache_mode = force_generic_plan: the per-user RPCs call them with one-element
+--   arrays, for which a custom plan always looks cheaper than the generic one, so
+--   PostgreSQL would re-plan every statement on every call; planning these statements
+--   costs several times what running them does.
 CREATE OR REPLACE FUNCTION presence_private.sync_users(
     user_ids uuid[],
-    seen_at timestamptz[] DEFAULT NULL,
-    structural boolean DEFAULT true
+    seen_at timestamptz[] DEFAULT NULL
 )
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     live_after timestamptz;
     refresh_age interval;
-    stale uuid[];
     changed integer;
 BEGIN
     IF user_ids IS NULL OR cardinality(user_ids) = 0 THEN
@@ -343,33 +347,11 @@ BEGIN
         PERFORM presence_private.live_after();  -- raises the clear error
     END IF;
 
-    IF NOT structural THEN
-        WITH refreshed AS (
-            UPDATE public.users AS u
-            SET last_heartbeat = now()
-            WHERE u.id = ANY (user_ids)
-              AND u.status IN ('online', 'away', 'busy')
-              AND (u.last_heartbeat IS NULL OR u.last_heartbeat < now() - refresh_age)
-            RETURNING u.id
-        )
-        SELECT array_agg(u.id) INTO stale
-        FROM public.users AS u
-        WHERE u.id = ANY (user_ids)
-          AND (u.status IS NULL OR u.status NOT IN ('online', 'away', 'busy'));
-        IF stale IS NULL THEN
-            RETURN 0;
-        END IF;
-        -- A live session under a stored 'offline' (left behind by a race with a
-        -- concurrent change): recompute those users properly.
-        user_ids := stale;
-        seen_at := NULL;
-    END IF;
-
     PERFORM 1
-    FROM public.users AS u
-    WHERE u.id = ANY (user_ids)
+    FROM (SELECT DISTINCT w.id FROM unnest(user_ids) AS w (id)) AS w
+    JOIN public.users AS u ON u.id = w.id
     ORDER BY u.id
-    FOR NO KEY UPDATE;
+    FOR NO KEY UPDATE OF u;
 
     WITH hint AS (
         SELECT h.user_id, max(h.seen_at) AS seen_at
@@ -436,7 +418,7 @@ BEGIN
 END;
 $$;
 
-COMMENT ON FUNCTION presence_private.sync_users(uuid[], timestamptz[], boolean) IS
+COMMENT ON FUNCTION presence_private.sync_users(uuid[], timestamptz[]) IS
     'Writes the aggregate of the given users'' sessions to public.users where it changed; the only writer of presence transitions. Returns the number of users whose status or online_since changed.';
 
 -- 0.1.0 rows that are live right now become an implicit session (session_id = user
@@ -447,26 +429,47 @@ RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     live_after timestamptz := presence_private.live_after();
     adopted integer;
 BEGIN
-    INSERT INTO public.presence_sessions AS s
-        (session_id, user_id, status, started_at, last_beat)
-    SELECT
-        u.id,
-        u.id,
-        u.status,
-        least(coalesce(u.online_since, u.last_heartbeat), u.last_heartbeat, now()),
-        least(u.last_heartbeat, now())
-    FROM public.users AS u
-    WHERE (user_ids IS NULL OR u.id = ANY (user_ids))
-      AND u.status <> 'offline'
-      AND u.status IN ('online', 'away', 'busy')
-      AND u.last_heartbeat > live_after
-      AND NOT EXISTS (SELECT 1 FROM public.presence_sessions AS o WHERE o.user_id = u.id)
-    ON CONFLICT (session_id) DO NOTHING;
+    -- Two statements so that each uses its index: the primary key for a few users,
+    -- the partial index users_presence_active_idx for everyone.
+    IF user_ids IS NULL THEN
+        INSERT INTO public.presence_sessions AS s
+            (session_id, user_id, status, started_at, last_beat)
+        SELECT
+            u.id,
+            u.id,
+            u.status,
+            least(coalesce(u.online_since, u.last_heartbeat), u.last_heartbeat, now()),
+            least(u.last_heartbeat, now())
+        FROM public.users AS u
+        WHERE u.status <> 'offline'
+          AND u.status IN ('online', 'away', 'busy')
+          AND u.last_heartbeat > live_after
+          AND NOT EXISTS (SELECT 1 FROM public.presence_sessions AS o WHERE o.user_id = u.id)
+        ON CONFLICT (session_id) DO NOTHING;
+    ELSE
+        INSERT INTO public.presence_sessions AS s
+            (session_id, user_id, status, started_at, last_beat)
+        SELECT
+            u.id,
+            u.id,
+            u.status,
+            least(coalesce(u.online_since, u.last_heartbeat), u.last_heartbeat, now()),
+            least(u.last_heartbeat, now())
+        FROM unnest(user_ids) AS w (id)
+        JOIN public.users AS u ON u.id = w.id
+        WHERE u.status <> 'offline'
+          AND u.status IN ('online', 'away', 'busy')
+          AND u.last_heartbeat > live_after
+          -- a per-row lookup by presence_sessions_user_id_idx, never a join with the table
+          AND (SELECT count(*) FROM public.presence_sessions AS o WHERE o.user_id = u.id) = 0
+        ON CONFLICT (session_id) DO NOTHING;
+    END IF;
     GET DIAGNOSTICS adopted = ROW_COUNT;
     RETURN adopted;
 END;
@@ -482,24 +485,28 @@ RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     evicted integer;
 BEGIN
-    WITH ranked AS (
-        SELECT
-            s.session_id,
-            row_number() OVER (
-                PARTITION BY s.user_id
-                ORDER BY s.last_beat DESC, s.started_at DESC, s.session_id DESC
-            ) AS rank
-        FROM public.presence_sessions AS s
-        WHERE s.user_id = ANY (user_ids)
-    )
+    -- Per user, a lookup by presence_sessions_user_id_idx (LATERAL keeps it one, however
+    -- the table's size was estimated when this plan was cached).
     DELETE FROM public.presence_sessions AS s
-    USING ranked AS r
-    WHERE s.session_id = r.session_id
-      AND r.rank > presence_private.max_sessions_per_user();
+    WHERE s.session_id = ANY (ARRAY(
+        SELECT x.session_id
+        FROM unnest(user_ids) AS w (id)
+        CROSS JOIN LATERAL (
+            SELECT
+                o.session_id,
+                row_number() OVER (
+                    ORDER BY o.last_beat DESC, o.started_at DESC, o.session_id DESC
+                ) AS rank
+            FROM public.presence_sessions AS o
+            WHERE o.user_id = w.id
+        ) AS x
+        WHERE x.rank > presence_private.max_sessions_per_user()
+    ));
     GET DIAGNOSTICS evicted = ROW_COUNT;
     RETURN evicted;
 END;
@@ -508,48 +515,13 @@ $$;
 COMMENT ON FUNCTION presence_private.evict_over_cap(uuid[]) IS
     'Ends the least recently beating sessions of each given user beyond max_sessions_per_user().';
 
--- Validation shared by the per-user RPCs.
-CREATE OR REPLACE FUNCTION presence_private.check_session_input(
-    session_id uuid,
-    new_status text,
-    device text,
-    metadata jsonb
-)
-RETURNS void
-LANGUAGE plpgsql
-IMMUTABLE
-SET search_path = ''
-AS $$
-BEGIN
-    IF new_status IS NULL OR new_status NOT IN ('online', 'away', 'busy') THEN
-        RAISE EXCEPTION 'presence: invalid status %', presence_private.echo(new_status)
-            USING ERRCODE = '22023',
-                  HINT = 'Status must be one of online, away, busy; end the session (presence_leave or presence_session_leave) to go offline.';
-    END IF;
-    IF session_id IS NULL THEN
-        RAISE EXCEPTION 'presence: session_id must not be null'
-            USING ERRCODE = '22023',
-                  HINT = 'Generate a random uuid per connection.';
-    END IF;
-    IF device IS NOT NULL AND pg_catalog.char_length(device) NOT BETWEEN 1 AND 64 THEN
-        RAISE EXCEPTION 'presence: device must be 1 to 64 characters (got %)',
-            pg_catalog.char_length(device)
-            USING ERRCODE = '22023',
-                  HINT = 'Pass a short label such as ''web'' or ''ios'', or NULL to keep the stored one.';
-    END IF;
-    IF metadata IS NOT NULL AND (pg_catalog.jsonb_typeof(metadata) <> 'object'
-                                 OR pg_catalog.octet_length(metadata::text) > 1024) THEN
-        RAISE EXCEPTION 'presence: metadata must be a JSON object of at most 1024 bytes (got % of % bytes)',
-            pg_catalog.jsonb_typeof(metadata), pg_catalog.octet_length(metadata::text)
-            USING ERRCODE = '22023',
-                  HINT = 'Pass a small JSON object, or NULL to keep the stored one.';
-    END IF;
-END;
-$$;
-
--- One beat of one session of one user (the per-user RPCs). Steady beats (a live
--- session keeping its status) update only the session row; public.users is written
--- by sync_users at transitions and when its last_heartbeat needs a refresh.
+-- One beat of one session of one user (the per-user RPCs).
+--
+-- The steady beat (a live session keeping its status; nearly every beat) is the
+-- fast path: one UPDATE of the session row and, when the throttle says so, a refresh
+-- of users.last_heartbeat. It cannot change the user's aggregate, so it is no
+-- transition. Everything else (a new session, one that revives after a timeout, a
+-- status change) goes through sync_users, the one writer of transitions.
 CREATE OR REPLACE FUNCTION presence_private.beat(
     uid uuid,
     sid uuid,
@@ -561,17 +533,38 @@ RETURNS timestamptz
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     beat_at timestamptz := now();
+    timeout_s integer;
+    interval_s integer;
     live_after timestamptz;
-    steady boolean;
+    stored_status text;
+    stored_beat timestamptz;
 BEGIN
-    PERFORM presence_private.check_session_input(sid, new_status, new_device, new_metadata);
-    SELECT beat_at - make_interval(secs => c.timeout_seconds) INTO live_after
-    FROM public.presence_config AS c;
-    IF NOT FOUND THEN
-        PERFORM presence_private.live_after();  -- raises the clear error
+    IF new_status IS NULL OR new_status NOT IN ('online', 'away', 'busy') THEN
+        RAISE EXCEPTION 'presence: invalid status %', presence_private.echo(new_status)
+            USING ERRCODE = '22023',
+                  HINT = 'Status must be one of online, away, busy; end the session (presence_leave or presence_session_leave) to go offline.';
+    END IF;
+    IF sid IS NULL THEN
+        RAISE EXCEPTION 'presence: session_id must not be null'
+            USING ERRCODE = '22023',
+                  HINT = 'Generate a random uuid per connection.';
+    END IF;
+    IF new_device IS NOT NULL AND char_length(new_device) NOT BETWEEN 1 AND 64 THEN
+        RAISE EXCEPTION 'presence: device must be 1 to 64 characters (got %)',
+            char_length(new_device)
+            USING ERRCODE = '22023',
+                  HINT = 'Pass a short label such as ''web'' or ''ios'', or NULL to keep the stored one.';
+    END IF;
+    IF new_metadata IS NOT NULL AND (jsonb_typeof(new_metadata) <> 'object'
+                                     OR octet_length(new_metadata::text) > 1024) THEN
+        RAISE EXCEPTION 'presence: metadata must be a JSON object of at most 1024 bytes (got % of % bytes)',
+            jsonb_typeof(new_metadata), octet_length(new_metadata::text)
+            USING ERRCODE = '22023',
+                  HINT = 'Pass a small JSON object, or NULL to keep the stored one.';
     END IF;
 
     -- Losing a beat in a crash is harmless (the next one comes within seconds), so do
@@ -579,20 +572,48 @@ BEGIN
     -- caller's transaction: PostgREST runs each request in its own.
     PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
 
-    WITH old AS (
-        SELECT s.status, s.last_beat
-        FROM public.presence_sessions AS s
-        WHERE s.session_id = sid AND s.user_id = uid
-    )
+    -- Steady? Also reads what the user's row says (same statement, one probe each).
+    UPDATE public.presence_sessions AS s
+    SET last_beat = beat_at,
+        device = coalesce(new_device, s.device),
+        metadata = coalesce(new_metadata, s.metadata)
+    FROM public.presence_config AS c, public.users AS u
+    WHERE s.session_id = sid
+      AND s.user_id = uid
+      AND s.status = new_status
+      AND s.last_beat > beat_at - make_interval(secs => c.timeout_seconds)
+      AND u.id = uid
+    RETURNING c.timeout_seconds, c.heartbeat_interval_seconds, u.status, u.last_heartbeat
+    INTO timeout_s, interval_s, stored_status, stored_beat;
+
+    IF FOUND THEN
+        -- Steady. users.last_heartbeat needs a refresh only when it is older than
+        -- timeout - 2 x heartbeat interval (see sync_users); a stored status that is
+        -- not online (left behind by a race) is repaired by a full sync.
+        IF stored_status IS NULL OR stored_status NOT IN ('online', 'away', 'busy') THEN
+            PERFORM presence_private.sync_users(ARRAY[uid]);
+        ELSIF stored_beat IS NULL
+              OR stored_beat < beat_at - make_interval(secs => timeout_s - 2 * interval_s) THEN
+            UPDATE public.users AS u
+            SET last_heartbeat = beat_at
+            WHERE u.id = uid
+              AND u.status IN ('online', 'away', 'busy')
+              AND (u.last_heartbeat IS NULL
+                   OR u.last_heartbeat < beat_at - make_interval(secs => timeout_s - 2 * interval_s));
+        END IF;
+        RETURN beat_at;
+    END IF;
+
+    live_after := presence_private.live_after();  -- raises if the settings row is gone
+
+    -- A status change, or a session that timed out and starts again.
     UPDATE public.presence_sessions AS s
     SET status = new_status,
         last_beat = beat_at,
         started_at = CASE WHEN s.last_beat > live_after THEN s.started_at ELSE beat_at END,
         device = coalesce(new_device, s.device),
         metadata = coalesce(new_metadata, s.metadata)
-    FROM old
-    WHERE s.session_id = sid AND s.user_id = uid
-    RETURNING old.status = new_status AND old.last_beat > live_after INTO steady;
+    WHERE s.session_id = sid AND s.user_id = uid;
 
     IF NOT FOUND THEN
         -- A new session (or one the sweep just ended).
@@ -624,10 +645,9 @@ BEGIN
                       HINT = 'Use a new random uuid per connection.';
         END IF;
         PERFORM presence_private.evict_over_cap(ARRAY[uid]);
-        steady := false;
     END IF;
 
-    PERFORM presence_private.sync_users(ARRAY[uid], NULL, NOT steady);
+    PERFORM presence_private.sync_users(ARRAY[uid]);
     RETURN beat_at;
 END;
 $$;
@@ -642,6 +662,7 @@ RETURNS timestamptz
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     left_at timestamptz := now();
@@ -664,7 +685,7 @@ BEGIN
                   HINT = 'Create the profile row first (schema.sql adds a trigger on auth.users that does it).';
     END IF;
     IF ended OR always_sync THEN
-        PERFORM presence_private.sync_users(ARRAY[uid], ARRAY[left_at], true);
+        PERFORM presence_private.sync_users(ARRAY[uid], ARRAY[left_at]);
     END IF;
     RETURN left_at;
 END;
@@ -676,9 +697,8 @@ COMMENT ON FUNCTION presence_private.leave(uuid, uuid, boolean) IS
 REVOKE ALL ON FUNCTION
     presence_private.max_sessions_per_user(), presence_private.max_batch(),
     presence_private.echo(text), presence_private.live_after(),
-    presence_private.sync_users(uuid[], timestamptz[], boolean),
+    presence_private.sync_users(uuid[], timestamptz[]),
     presence_private.adopt_legacy(uuid[]), presence_private.evict_over_cap(uuid[]),
-    presence_private.check_session_input(uuid, text, text, jsonb),
     presence_private.beat(uuid, uuid, text, text, jsonb),
     presence_private.leave(uuid, uuid, boolean)
 FROM PUBLIC, anon, authenticated, service_role;
@@ -914,6 +934,7 @@ AS $$
 DECLARE
     beat_at timestamptz := now();
     live_after timestamptz := presence_private.live_after();
+    refresh_before timestamptz;
     total integer;
     bad integer;
     detail text;
@@ -922,11 +943,15 @@ DECLARE
     statuses text[];
     devices text[];
     metas jsonb[];
-    written integer;
-    created_users uuid[];
-    changed_users uuid[];
+    is_new boolean[];
+    foreign_count integer;
+    foreign_detail text;
+    unknown_count integer;
+    unknown_detail text;
+    new_users uuid[];
     structural_users uuid[];
-    steady_users uuid[];
+    refresh_users uuid[];
+    written integer;
 BEGIN
     IF sessions IS NULL OR pg_catalog.jsonb_typeof(sessions) <> 'array' THEN
         RAISE EXCEPTION 'presence: sessions must be a JSON array of objects (got %)',
@@ -944,74 +969,108 @@ BEGIN
     IF total = 0 THEN
         RETURN jsonb_build_object('beat_at', beat_at, 'count', 0);
     END IF;
+    SELECT beat_at - make_interval(secs => c.timeout_seconds - 2 * c.heartbeat_interval_seconds)
+    INTO refresh_before
+    FROM public.presence_config AS c;
 
-    -- 1. Shape of every entry (all-or-nothing: any bad entry rejects the call).
-    WITH entry AS (
-        SELECT e.ord, e.value
-        FROM jsonb_array_elements(sessions) WITH ORDINALITY AS e (value, ord)
-    ),
-    checked AS (
+    -- 1. Shape of every entry (all or nothing: any bad entry rejects the call).
+    --    Fast path: let jsonb_to_recordset type every field at C speed; only when that
+    --    fails or finds a problem does the entry-by-entry check below run, to say which
+    --    entries are wrong and why.
+    BEGIN
+        WITH entry AS MATERIALIZED (
+            SELECT r.session_id, r.user_id, r.status, r.device, r.metadata
+            FROM jsonb_to_recordset(sessions)
+                AS r (session_id uuid, user_id uuid, status jsonb, device jsonb, metadata jsonb)
+        ),
+        typed AS (
+            SELECT
+                e.session_id,
+                e.user_id,
+                coalesce(e.status #>> '{}', 'online') AS status,
+                e.device #>> '{}' AS device,
+                nullif(e.metadata, 'null'::jsonb) AS metadata,
+                e.session_id IS NULL
+                    OR e.user_id IS NULL
+                    OR coalesce(jsonb_typeof(e.status), 'null') NOT IN ('null', 'string')
+                    OR coalesce(e.status #>> '{}', 'online') NOT IN ('online', 'away', 'busy')
+                    OR coalesce(jsonb_typeof(e.device), 'null') NOT IN ('null', 'string')
+                    OR char_length(e.device #>> '{}') NOT BETWEEN 1 AND 64
+                    OR coalesce(jsonb_typeof(e.metadata), 'null') NOT IN ('null', 'object')
+                    OR octet_length(e.metadata::text) > 1024
+                    AS problem
+            FROM entry AS e
+            ORDER BY e.session_id
+        )
         SELECT
-            entry.ord,
-            entry.value,
-            CASE
-                WHEN jsonb_typeof(entry.value) <> 'object'
-                    THEN 'not a JSON object: ' || presence_private.echo(entry.value::text)
-                WHEN EXISTS (
-                    SELECT 1 FROM jsonb_object_keys(entry.value) AS k (key)
-                    WHERE k.key NOT IN ('session_id', 'user_id', 'status', 'device', 'metadata')
-                ) THEN 'unknown key ' || presence_private.echo((
-                    SELECT min(k.key) FROM jsonb_object_keys(entry.value) AS k (key)
-                    WHERE k.key NOT IN ('session_id', 'user_id', 'status', 'device', 'metadata')))
-                WHEN jsonb_typeof(entry.value -> 'session_id') IS DISTINCT FROM 'string'
-                     OR (entry.value ->> 'session_id')
-                        !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
-                    THEN 'session_id is not a uuid: '
-                         || presence_private.echo((entry.value -> 'session_id')::text)
-                WHEN jsonb_typeof(entry.value -> 'user_id') IS DISTINCT FROM 'string'
-                     OR (entry.value ->> 'user_id')
-                        !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
-                    THEN 'user_id is not a uuid: '
-                         || presence_private.echo((entry.value -> 'user_id')::text)
-                WHEN coalesce(jsonb_typeof(entry.value -> 'status'), 'null') <> 'null'
-                     AND (jsonb_typeof(entry.value -> 'status') <> 'string'
-                          OR (entry.value ->> 'status') NOT IN ('online', 'away', 'busy'))
-                    THEN 'status must be online, away or busy: '
-                         || presence_private.echo((entry.value -> 'status')::text)
-                WHEN coalesce(jsonb_typeof(entry.value -> 'device'), 'null') <> 'null'
-                     AND (jsonb_typeof(entry.value -> 'device') <> 'string'
-                          OR char_length(entry.value ->> 'device') NOT BETWEEN 1 AND 64)
-                    THEN 'device must be a string of 1 to 64 characters: '
-                         || presence_private.echo((entry.value -> 'device')::text)
-                WHEN coalesce(jsonb_typeof(entry.value -> 'metadata'), 'null') <> 'null'
-                     AND (jsonb_typeof(entry.value -> 'metadata') <> 'object'
-                          OR octet_length((entry.value -> 'metadata')::text) > 1024)
-                    THEN 'metadata must be a JSON object of at most 1024 bytes (got '
-                         || jsonb_typeof(entry.value -> 'metadata') || ' of '
-                         || octet_length((entry.value -> 'metadata')::text) || ' bytes)'
-            END AS problem
-        FROM entry
-    )
-    SELECT
-        count(*) FILTER (WHERE c.problem IS NOT NULL),
-        array_to_string((array_agg('#' || c.ord || ': ' || c.problem ORDER BY c.ord)
-                         FILTER (WHERE c.problem IS NOT NULL))[1:5], '; '),
-        array_agg((c.value ->> 'session_id')::uuid ORDER BY (c.value ->> 'session_id')::uuid)
-            FILTER (WHERE c.problem IS NULL),
-        array_agg((c.value ->> 'user_id')::uuid ORDER BY (c.value ->> 'session_id')::uuid)
-            FILTER (WHERE c.problem IS NULL),
-        array_agg(coalesce(c.value ->> 'status', 'online') ORDER BY (c.value ->> 'session_id')::uuid)
-            FILTER (WHERE c.problem IS NULL),
-        array_agg(c.value ->> 'device' ORDER BY (c.value ->> 'session_id')::uuid)
-            FILTER (WHERE c.problem IS NULL),
-        array_agg(nullif(c.value -> 'metadata', 'null'::jsonb) ORDER BY (c.value ->> 'session_id')::uuid)
-            FILTER (WHERE c.problem IS NULL)
-    INTO bad, detail, sids, uids, statuses, devices, metas
-    FROM checked AS c;
-    IF bad > 0 THEN
+            count(*) FILTER (WHERE t.problem)
+                + (SELECT count(*) FROM jsonb_array_elements(sessions) AS k (value)
+                   WHERE (k.value - ARRAY['session_id', 'user_id', 'status', 'device', 'metadata'])
+                         <> '{}'::jsonb),
+            array_agg(t.session_id),
+            array_agg(t.user_id),
+            array_agg(t.status),
+            array_agg(t.device),
+            array_agg(t.metadata)
+        INTO bad, sids, uids, statuses, devices, metas
+        FROM typed AS t;
+    EXCEPTION WHEN data_exception THEN
+        bad := -1;  -- a field of the wrong type (e.g. a malformed uuid)
+    END;
+
+    IF bad <> 0 THEN
+        WITH checked AS MATERIALIZED (
+            SELECT
+                e.ord,
+                CASE
+                    WHEN jsonb_typeof(e.value) <> 'object'
+                        THEN 'not a JSON object: ' || presence_private.echo(e.value::text)
+                    WHEN (e.value - ARRAY['session_id', 'user_id', 'status', 'device', 'metadata'])
+                         <> '{}'::jsonb
+                        THEN 'unknown key ' || presence_private.echo((
+                            SELECT min(k.key)
+                            FROM jsonb_object_keys(
+                                e.value - ARRAY['session_id', 'user_id', 'status', 'device', 'metadata']
+                            ) AS k (key)))
+                    WHEN jsonb_typeof(e.value -> 'session_id') IS DISTINCT FROM 'string'
+                         OR (e.value ->> 'session_id')
+                            !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
+                        THEN 'session_id is not a uuid: '
+                             || presence_private.echo((e.value -> 'session_id')::text)
+                    WHEN jsonb_typeof(e.value -> 'user_id') IS DISTINCT FROM 'string'
+                         OR (e.value ->> 'user_id')
+                            !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
+                        THEN 'user_id is not a uuid: '
+                             || presence_private.echo((e.value -> 'user_id')::text)
+                    WHEN coalesce(jsonb_typeof(e.value -> 'status'), 'null') <> 'null'
+                         AND (jsonb_typeof(e.value -> 'status') <> 'string'
+                              OR (e.value ->> 'status') NOT IN ('online', 'away', 'busy'))
+                        THEN 'status must be online, away or busy: '
+                             || presence_private.echo((e.value -> 'status')::text)
+                    WHEN coalesce(jsonb_typeof(e.value -> 'device'), 'null') <> 'null'
+                         AND (jsonb_typeof(e.value -> 'device') <> 'string'
+                              OR char_length(e.value ->> 'device') NOT BETWEEN 1 AND 64)
+                        THEN 'device must be a string of 1 to 64 characters: '
+                             || presence_private.echo((e.value -> 'device')::text)
+                    WHEN coalesce(jsonb_typeof(e.value -> 'metadata'), 'null') <> 'null'
+                         AND (jsonb_typeof(e.value -> 'metadata') <> 'object'
+                              OR octet_length((e.value -> 'metadata')::text) > 1024)
+                        THEN 'metadata must be a JSON object of at most 1024 bytes (got '
+                             || jsonb_typeof(e.value -> 'metadata') || ' of '
+                             || octet_length((e.value -> 'metadata')::text) || ' bytes)'
+                END AS problem
+            FROM jsonb_array_elements(sessions) WITH ORDINALITY AS e (value, ord)
+        )
+        SELECT
+            count(*) FILTER (WHERE c.problem IS NOT NULL),
+            array_to_string((array_agg('#' || c.ord || ': ' || c.problem ORDER BY c.ord)
+                             FILTER (WHERE c.problem IS NOT NULL))[1:5], '; ')
+        INTO bad, detail
+        FROM checked AS c;
         RAISE EXCEPTION 'presence: % of % session entries are invalid; nothing was written', bad, total
             USING ERRCODE = '22023',
-                  DETAIL = detail || CASE WHEN bad > 5 THEN '; ...' ELSE '' END,
+                  DETAIL = coalesce(detail, 'an entry does not match the expected types')
+                           || CASE WHEN bad > 5 THEN '; ...' ELSE '' END,
                   HINT = 'Each entry: {"session_id": uuid, "user_id": uuid, "status": "online"|"away"|"busy" (optional), "device": text (1-64, optional), "metadata": object (<= 1024 bytes, optional)}.';
     END IF;
 
@@ -1026,57 +1085,70 @@ BEGIN
                   HINT = 'Send each session once per call.';
     END IF;
 
-    -- 3. Sessions that belong to someone else (another user's session, or another
-    --    user's implicit session id).
-    SELECT count(*), array_to_string((array_agg(x.msg ORDER BY x.sid))[1:5], '; ')
-    INTO bad, detail
-    FROM (
-        SELECT b.sid, b.sid || ' (given user ' || b.uid || ')' AS msg
-        FROM unnest(sids, uids) AS b (sid, uid)
-        WHERE EXISTS (SELECT 1 FROM public.presence_sessions AS s
-                      WHERE s.session_id = b.sid AND s.user_id <> b.uid)
-           OR (b.sid <> b.uid AND EXISTS (SELECT 1 FROM public.users AS u WHERE u.id = b.sid))
-    ) AS x;
-    IF bad > 0 THEN
-        RAISE EXCEPTION 'presence: % sessions belong to other users; nothing was written', bad
+    -- 3. One look at the stored rows for every entry: whose the session is, whether the
+    --    user exists, and what the beat changes.
+    WITH batch AS (
+        SELECT b.ord, b.sid, b.uid, b.status
+        FROM unnest(sids, uids, statuses) WITH ORDINALITY AS b (sid, uid, status, ord)
+    ),
+    looked AS (
+        SELECT
+            batch.ord,
+            batch.sid,
+            batch.uid,
+            s.session_id IS NULL AS is_new,
+            -- another user's session, or (for a new one) another user's implicit id
+            coalesce(s.user_id <> batch.uid, false)
+                OR (s.session_id IS NULL AND batch.sid <> batch.uid
+                    AND EXISTS (SELECT 1 FROM public.users AS r WHERE r.id = batch.sid))
+                AS is_foreign,
+            u.id IS NULL AS unknown_user,
+            s.session_id IS NULL OR s.status <> batch.status OR s.last_beat <= live_after
+                AS structural,
+            u.status IS NULL OR u.status NOT IN ('online', 'away', 'busy') AS stale_user,
+            u.last_heartbeat IS NULL OR u.last_heartbeat < refresh_before AS refresh_due
+        FROM batch
+        LEFT JOIN public.presence_sessions AS s ON s.session_id = batch.sid
+        LEFT JOIN public.users AS u ON u.id = batch.uid
+    )
+    SELECT
+        count(*) FILTER (WHERE l.is_foreign),
+        array_to_string((array_agg(l.sid || ' (given user ' || l.uid || ')' ORDER BY l.ord)
+                         FILTER (WHERE l.is_foreign))[1:5], '; '),
+        count(DISTINCT l.uid) FILTER (WHERE l.unknown_user),
+        array_to_string((array_agg(DISTINCT l.uid::text) FILTER (WHERE l.unknown_user))[1:5], ', '),
+        array_agg(l.is_new ORDER BY l.ord),
+        array_agg(DISTINCT l.uid) FILTER (WHERE l.is_new),
+        array_agg(DISTINCT l.uid) FILTER (WHERE l.structural OR l.stale_user),
+        array_agg(DISTINCT l.uid) FILTER (WHERE l.refresh_due)
+    INTO foreign_count, foreign_detail, unknown_count, unknown_detail, is_new,
+         new_users, structural_users, refresh_users
+    FROM looked AS l;
+    IF foreign_count > 0 THEN
+        RAISE EXCEPTION 'presence: % sessions belong to other users; nothing was written', foreign_count
             USING ERRCODE = 'PT409',
-                  DETAIL = detail || CASE WHEN bad > 5 THEN '; ...' ELSE '' END,
+                  DETAIL = foreign_detail || CASE WHEN foreign_count > 5 THEN '; ...' ELSE '' END,
                   HINT = 'A session id names one connection of one user: use a new random uuid per connection.';
     END IF;
-
-    -- 4. Unknown users.
-    SELECT count(*), array_to_string((array_agg(x.uid::text ORDER BY x.uid))[1:5], ', ')
-    INTO bad, detail
-    FROM (
-        SELECT DISTINCT b.uid
-        FROM unnest(uids) AS b (uid)
-        WHERE NOT EXISTS (SELECT 1 FROM public.users AS u WHERE u.id = b.uid)
-    ) AS x;
-    IF bad > 0 THEN
-        RAISE EXCEPTION 'presence: % user ids have no public.users row; nothing was written', bad
+    IF unknown_count > 0 THEN
+        RAISE EXCEPTION 'presence: % user ids have no public.users row; nothing was written', unknown_count
             USING ERRCODE = '23503',
-                  DETAIL = 'unknown: ' || detail || CASE WHEN bad > 5 THEN ', ...' ELSE '' END,
+                  DETAIL = 'unknown: ' || unknown_detail || CASE WHEN unknown_count > 5 THEN ', ...' ELSE '' END,
                   HINT = 'Track only users that exist in public.users.';
     END IF;
 
     PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
 
-    -- 5. Users about to get their first session: keep their live 0.1.0 presence.
-    PERFORM presence_private.adopt_legacy(array_agg(DISTINCT b.uid))
-    FROM unnest(sids, uids) AS b (sid, uid)
-    WHERE NOT EXISTS (SELECT 1 FROM public.presence_sessions AS s WHERE s.session_id = b.sid)
-    HAVING count(*) > 0;
+    -- 4. Users about to get their first session keep their live 0.1.0 presence.
+    IF new_users IS NOT NULL THEN
+        PERFORM presence_private.adopt_legacy(new_users);
+    END IF;
 
-    -- 6. The write: one statement for the whole batch.
+    -- 5. The write: one statement for the whole batch.
     WITH batch AS (
-        SELECT b.session_id, b.user_id, b.status, b.device, b.metadata
-        FROM unnest(sids, uids, statuses, devices, metas)
-            AS b (session_id, user_id, status, device, metadata)
-    ),
-    old AS (
-        SELECT s.session_id, s.status, s.last_beat
-        FROM public.presence_sessions AS s
-        JOIN batch ON batch.session_id = s.session_id
+        SELECT b.session_id, b.user_id, b.status, b.device, b.metadata, b.is_new
+        FROM unnest(sids, uids, statuses, devices, metas, is_new)
+            AS b (session_id, user_id, status, device, metadata, is_new)
     ),
     updated AS (
         UPDATE public.presence_sessions AS s
@@ -1086,8 +1158,10 @@ BEGIN
             device = coalesce(batch.device, s.device),
             metadata = coalesce(batch.metadata, s.metadata)
         FROM batch
-        WHERE s.session_id = batch.session_id AND s.user_id = batch.user_id
-        RETURNING s.session_id
+        WHERE s.session_id = batch.session_id
+          AND s.user_id = batch.user_id
+          AND NOT batch.is_new
+        RETURNING 1
     ),
     inserted AS (
         INSERT INTO public.presence_sessions
@@ -1095,38 +1169,36 @@ BEGIN
         SELECT batch.session_id, batch.user_id, batch.status, batch.device,
                coalesce(batch.metadata, '{}'::jsonb), beat_at, beat_at
         FROM batch
-        WHERE NOT EXISTS (SELECT 1 FROM old WHERE old.session_id = batch.session_id)
+        WHERE batch.is_new
         ORDER BY batch.session_id
         ON CONFLICT (session_id) DO NOTHING
-        RETURNING user_id
+        RETURNING 1
     )
-    SELECT
-        (SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted),
-        ARRAY(SELECT DISTINCT i.user_id FROM inserted AS i),
-        ARRAY(
-            SELECT DISTINCT batch.user_id
-            FROM batch JOIN old ON old.session_id = batch.session_id
-            WHERE old.status <> batch.status OR old.last_beat <= live_after
-        )
-    INTO written, created_users, changed_users;
+    SELECT (SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted) INTO written;
     IF written <> total THEN
-        RAISE EXCEPTION 'presence: % of % sessions were changed by a concurrent call; nothing was written', total - written, total
+        RAISE EXCEPTION 'presence: % of % sessions were changed by a concurrent call; nothing was written',
+            total - written, total
             USING ERRCODE = '40001',
                   HINT = 'Retry the call.';
     END IF;
 
-    -- 7. The cap, then public.users: transitions for users whose sessions started,
-    --    revived or changed status; at most a last_heartbeat refresh for the others.
-    IF cardinality(created_users) > 0 THEN
-        PERFORM presence_private.evict_over_cap(created_users);
+    -- 6. The cap, then public.users: the transitions of users whose sessions started,
+    --    revived or changed status go through sync_users; for the others (steady beats)
+    --    at most last_heartbeat is refreshed, when the throttle says so.
+    IF new_users IS NOT NULL THEN
+        PERFORM presence_private.evict_over_cap(new_users);
     END IF;
-    structural_users := ARRAY(SELECT DISTINCT x FROM unnest(created_users || changed_users) AS x);
-    steady_users := ARRAY(
-        SELECT DISTINCT x FROM unnest(uids) AS x
-        WHERE NOT (x = ANY (structural_users))
-    );
-    PERFORM presence_private.sync_users(structural_users, NULL, true);
-    PERFORM presence_private.sync_users(steady_users, NULL, false);
+    IF structural_users IS NOT NULL THEN
+        PERFORM presence_private.sync_users(structural_users);
+    END IF;
+    IF refresh_users IS NOT NULL THEN
+        UPDATE public.users AS u
+        SET last_heartbeat = beat_at
+        WHERE u.id = ANY (refresh_users)
+          AND NOT (u.id = ANY (coalesce(structural_users, '{}'::uuid[])))
+          AND u.status IN ('online', 'away', 'busy')
+          AND (u.last_heartbeat IS NULL OR u.last_heartbeat < refresh_before);
+    END IF;
     RETURN jsonb_build_object('beat_at', beat_at, 'count', total);
 END;
 $$;
@@ -1180,7 +1252,7 @@ BEGIN
 
     IF ended > 0 THEN
         PERFORM presence_private.sync_users(
-            users, array_fill(ended_at, ARRAY[cardinality(users)]), true);
+            users, array_fill(ended_at, ARRAY[cardinality(users)]));
     END IF;
     RETURN jsonb_build_object('ended_at', ended_at, 'count', ended);
 END;
@@ -1234,8 +1306,7 @@ BEGIN
     --    the first users; the rest get none.
     changed := presence_private.sync_users(
         coalesce(ended_users, '{}'::uuid[]) || coalesce(stale, '{}'::uuid[]),
-        ended_beats,
-        true
+        ended_beats
     );
 
     IF to_regprocedure('public.presence_prune_job_history(integer)') IS NOT NULL THEN

@@ -33,12 +33,11 @@ FUNCTION_GRANTS = {
     "public.presence_track_end(uuid[])": (False, False, True),
     # Internals: only the owner, except the read helper the invoker views call.
     "presence_private.live_after()": (False, True, True),
-    "presence_private.sync_users(uuid[], timestamptz[], boolean)": (False, False, False),
+    "presence_private.sync_users(uuid[], timestamptz[])": (False, False, False),
     "presence_private.adopt_legacy(uuid[])": (False, False, False),
     "presence_private.evict_over_cap(uuid[])": (False, False, False),
     "presence_private.beat(uuid, uuid, text, text, jsonb)": (False, False, False),
     "presence_private.leave(uuid, uuid, boolean)": (False, False, False),
-    "presence_private.check_session_input(uuid, text, text, jsonb)": (False, False, False),
     "presence_private.echo(text)": (False, False, False),
     "presence_private.max_batch()": (False, False, False),
     "presence_private.max_sessions_per_user()": (False, False, False),
