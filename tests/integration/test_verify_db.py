@@ -74,6 +74,11 @@ def fix_sql(fix: str) -> str:
     return match[1]
 
 
+def report_migration_index() -> int:
+    """Position of the newest migration that (re)defines the setup report."""
+    return max(i for i, m in enumerate(migrations()) if "'schema_version'" in m.up)
+
+
 def verify(db: PresenceDatabase) -> SetupReport:
     return verify_setup(dsn=db.dsn, raise_on_error=False)
 
@@ -278,7 +283,7 @@ def test_partly_applied_migrations_are_described(empty_db: PresenceDatabase) -> 
 
 
 def test_older_schema_version(presence_db: PresenceDatabase) -> None:
-    newest = migrations()[-1].up
+    newest = migrations()[report_migration_index()].up
     want = expected_setup().schema_version
     older = newest.replace(f"'schema_version', {want}", f"'schema_version', {want - 1}")
     assert older != newest
