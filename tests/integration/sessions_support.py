@@ -1,4 +1,4 @@
-"""Helpers for the tests of presence sessions (migration 4).
+"""Helpers for the tests of presence sessions (migration 5).
 
 Time in these tests is moved, not waited for: :func:`advance` shifts every stored
 presence timestamp into the past, which is exactly what the passing of that much

@@ -1,4 +1,4 @@
-"""Presence per connection (migration 4): sessions aggregated per user, real PostgreSQL.
+"""Presence per connection (migration 5): sessions aggregated per user, real PostgreSQL.
 
 Every call goes through the PostgREST call shape (role switch + JWT claims). Time is
 moved with :func:`sessions_support.advance` instead of waited for. The per-test

@@ -1,4 +1,4 @@
-"""Security of presence sessions (migration 4): grants and RLS on every new object for
+"""Security of presence sessions (migration 5): grants and RLS on every new object for
 anon, authenticated and service_role, and the bad-input list of the per-user RPCs.
 
 Calls go through the PostgREST call shape (``PresenceDatabase.rpc``); direct table

@@ -1,4 +1,4 @@
-"""Upgrading a 0.1.0 database with live users to sessions (migration 4), rolling back
+"""Upgrading a 0.1.0 database with live users to sessions (migration 5), rolling back
 and re-applying, on real PostgreSQL.
 
 A database at 0.1.0 (schema.sql + migrations 1-3) gets users in every presence state;
@@ -22,8 +22,8 @@ from presence_sdk.testing import PresenceDatabase, PresenceTestServer, install_s
 
 pytestmark = pytest.mark.integration
 
-SESSIONS = migrations()[-1]
-OLDER = migrations()[:-1]
+SESSIONS = next(m for m in migrations() if m.name == "sessions")
+OLDER = [m for m in migrations() if m.version < SESSIONS.version]
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
--- Rollback of 20240000000004_sessions. Idempotent. Run the rollbacks of later
+-- Rollback of 20240000000005_sessions. Idempotent. Run the rollbacks of later
 -- migrations first.
 --
 -- 1. Folds every user's sessions back into public.users, so that a 0.1.0 database
@@ -69,7 +69,7 @@ BEGIN
           AND strpos(p.prosrc, 'presence_private') > 0
     ) OR strpos(coalesce(pg_catalog.pg_get_viewdef(to_regclass('public.user_presence')), ''),
                 'presence_private') > 0 THEN
-        RAISE EXCEPTION 'presence: cannot roll back 20240000000004_sessions: the saved 0.1.0 definitions are missing'
+        RAISE EXCEPTION 'presence: cannot roll back 20240000000005_sessions: the saved 0.1.0 definitions are missing'
             USING HINT = 'Re-apply migrations 20240000000001 to 20240000000003 first (they restore the 0.1.0 functions), then run this rollback again.';
     END IF;
 END;

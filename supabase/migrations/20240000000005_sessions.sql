@@ -1,4 +1,4 @@
--- Migration 20240000000004_sessions: presence per connection (sessions), aggregated per
+-- Migration 20240000000005_sessions: presence per connection (sessions), aggregated per
 -- user, and a batch API for servers that speak for many users.
 --
 -- Adds:
@@ -44,7 +44,7 @@
 -- Idempotent (IF NOT EXISTS, OR REPLACE, ON CONFLICT DO NOTHING): re-running it changes
 -- nothing. Requires 20240000000001 to 20240000000003.
 --
--- Rollback (supabase/rollbacks/20240000000004_sessions.sql):
+-- Rollback (supabase/rollbacks/20240000000005_sessions.sql):
 --   UPDATE public.users ... (folds every user's sessions back into the users row:
 --     status = aggregate, last_heartbeat = latest beat, online_since = earliest live start)
 --   EXECUTE each saved definition in presence_private.replaced_definitions
@@ -80,7 +80,7 @@ CREATE TABLE IF NOT EXISTS presence_private.replaced_definitions (
 );
 
 COMMENT ON TABLE presence_private.replaced_definitions IS
-    'Definitions of 0.1.0 objects replaced by migration 20240000000004_sessions; its rollback restores them.';
+    'Definitions of 0.1.0 objects replaced by migration 20240000000005_sessions; its rollback restores them.';
 
 REVOKE ALL ON TABLE presence_private.replaced_definitions FROM PUBLIC, anon, authenticated, service_role;
 
