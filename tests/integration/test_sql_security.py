@@ -346,6 +346,14 @@ def test_security_definer_functions_pin_an_empty_search_path(
         "presence_heartbeat",
         "presence_leave",
         "presence_prune_job_history",
+        "presence_session_beat",
+        "presence_session_leave",
         "presence_setup_report",
+        "presence_track_beat",
+        "presence_track_end",
     ]
+    rows += presence_db.query(
+        "SELECT proname, proconfig FROM pg_proc "
+        "WHERE pronamespace = 'presence_private'::regnamespace ORDER BY 1"
+    )
     assert all(r["proconfig"] == ['search_path=""'] for r in rows), rows
