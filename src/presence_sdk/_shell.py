@@ -9,11 +9,13 @@ awaited sends).
 from __future__ import annotations
 
 import atexit
+import copy
 import os
 import signal
 import threading
+import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any, Generic, Self, TypeVar
 
@@ -148,6 +150,11 @@ class ClientBase(Generic[S]):
             on every change. Exceptions it raises are logged, never propagated.
         refresh_token: Refresh token to use, once, when the access token expires and
             the supabase client has no stored session (e.g. a token passed in a header).
+        session_id: The id of this client's presence session (a UUID). Default: a new
+            random one per client, so each client (device, tab) is its own session.
+        device: Optional label of the device or app (1 to 64 characters), stored with
+            the session and shown in ``presence_my_sessions()``.
+        metadata: Optional JSON object stored with the session (at most 1024 bytes).
     """
 
     def __init__(
@@ -158,6 +165,9 @@ class ClientBase(Generic[S]):
         on_error: ErrorCallback | None = None,
         on_state_change: StateCallback | None = None,
         refresh_token: str | None = None,
+        session_id: uuid.UUID | str | None = None,
+        device: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
         if config is None:
             config = PresenceConfig()
@@ -169,7 +179,14 @@ class ClientBase(Generic[S]):
                 msg = f"{name} must be callable, not {callback!r}"
                 raise ConfigurationError(msg)
         self._supabase: S = supabase
-        self._engine = Heartbeat(config, on_error=on_error, on_state_change=on_state_change)
+        self._engine = Heartbeat(
+            config,
+            on_error=on_error,
+            on_state_change=on_state_change,
+            session_id=session_id,
+            device=device,
+            metadata=metadata,
+        )
         self._refresh_token = refresh_token
         self._owns_http = False
         self._forked_from: int | None = None  # parent's pid, in a forked child
@@ -186,6 +203,9 @@ class ClientBase(Generic[S]):
         refresh_token: str | None,
         on_error: ErrorCallback | None,
         on_state_change: StateCallback | None,
+        session_id: uuid.UUID | str | None = None,
+        device: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> Self:
         """``from_url``'s common part: build the supabase client, then the client."""
         try:
@@ -199,6 +219,9 @@ class ClientBase(Generic[S]):
             on_error=on_error,
             on_state_change=on_state_change,
             refresh_token=refresh_token,
+            session_id=session_id,
+            device=device,
+            metadata=metadata,
         )
         client._owns_http = owns_http
         return client
@@ -216,6 +239,23 @@ class ClientBase(Generic[S]):
     def config(self) -> PresenceConfig:
         """The configuration (immutable)."""
         return self._engine.config
+
+    @property
+    def session_id(self) -> uuid.UUID:
+        """The id of this client's presence session (one per client; a forked child
+        gets a new one)."""
+        return self._engine.session_id
+
+    @property
+    def device(self) -> str | None:
+        """The device label sent with each beat (None: none)."""
+        return self._engine.device
+
+    @property
+    def metadata(self) -> dict[str, Any] | None:
+        """A copy of the metadata sent with each beat (None: none)."""
+        metadata = self._engine.metadata
+        return None if metadata is None else copy.deepcopy(metadata)
 
     @property
     def state(self) -> PresenceState:
@@ -289,4 +329,7 @@ class ClientBase(Generic[S]):
             self._refresh_token = None  # used: the stored session has the new one
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} state={self.state} status={self.status}>"
+        return (
+            f"<{type(self).__name__} session={self.session_id} state={self.state} "
+            f"status={self.status}>"
+        )

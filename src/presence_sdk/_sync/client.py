@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -98,6 +98,16 @@ class PresenceClient(ClientBase[Client]):
             are logged.
         refresh_token: Used once when the token expires and the supabase client has
             no stored session (see :meth:`from_url`).
+        session_id: This client's presence session id (default: a new random uuid, so
+            every client, e.g. every device or tab, is a session of its own; the user
+            is online while any of them beats). Exposed as :attr:`session_id`.
+        device: Optional device/app label stored with the session (1-64 characters).
+        metadata: Optional JSON object stored with the session (at most 1024 bytes).
+
+    Raises InvalidInputError for a malformed ``session_id``, ``device`` or
+    ``metadata``. On a database without the sessions migration (0.1 schema) the client
+    falls back to the per-user ``presence_heartbeat``/``presence_leave``, with one
+    warning.
     """
 
     def _init_shell(self) -> None:
@@ -121,6 +131,9 @@ class PresenceClient(ClientBase[Client]):
         http_client: httpx.Client | None = None,
         on_error: ErrorCallback | None = None,
         on_state_change: StateCallback | None = None,
+        session_id: uuid.UUID | str | None = None,
+        device: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> PresenceClient:
         """Build the supabase client too: project ``url``, API ``key`` and a session.
 
@@ -130,6 +143,7 @@ class PresenceClient(ClientBase[Client]):
             http_client: The httpx client to send with. Default: one this client owns,
                 with connections of its own in a forked child, released by
                 :meth:`close` and when a ``with`` block ends.
+            session_id, device, metadata: As for the constructor.
         """
         config = config or PresenceConfig()
         http = http_client or OwnedClient(timeout=config.request_timeout)
@@ -141,6 +155,9 @@ class PresenceClient(ClientBase[Client]):
             refresh_token=refresh_token,
             on_error=on_error,
             on_state_change=on_state_change,
+            session_id=session_id,
+            device=device,
+            metadata=metadata,
         )
 
     # -- lifecycle -----------------------------------------------------------------
