@@ -7,7 +7,7 @@ The database contract lives in the shipped SQL (:func:`schema_sql`,
 import logging
 
 from presence_sdk._async import AsyncPresenceClient
-from presence_sdk._config import PresenceConfig
+from presence_sdk._config import PresenceConfig, TrackerConfig
 from presence_sdk._core import PresenceState, PresenceStats
 from presence_sdk._exceptions import (
     AuthenticationError,
@@ -20,6 +20,7 @@ from presence_sdk._exceptions import (
     RateLimitedError,
     RejectedError,
     RequestError,
+    SessionsRejectedError,
     SetupError,
     TransientError,
 )
@@ -27,6 +28,7 @@ from presence_sdk._migrate import MigrationResult, migrate, rollback
 from presence_sdk._models import OnlinePage, Presence, SetupCheck, SetupReport, StatusCounts
 from presence_sdk._sql import Migration, migrations, rollback_schema_sql, schema_sql
 from presence_sdk._sync import PresenceClient
+from presence_sdk._tracker_core import TrackerStats
 from presence_sdk._verify_io import averify_setup, verify_setup
 
 __all__ = [
@@ -49,10 +51,13 @@ __all__ = [
     "RateLimitedError",
     "RejectedError",
     "RequestError",
+    "SessionsRejectedError",
     "SetupCheck",
     "SetupError",
     "SetupReport",
     "StatusCounts",
+    "TrackerConfig",
+    "TrackerStats",
     "TransientError",
     "averify_setup",
     "migrate",
