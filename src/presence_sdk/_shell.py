@@ -17,7 +17,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Mapping
 from types import FrameType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 from supabase import AsyncClient, AsyncClientOptions, Client, ClientOptions
 
@@ -35,7 +35,14 @@ from presence_sdk._core import (
 from presence_sdk._exceptions import ConfigurationError
 from presence_sdk._wire import refresh_effects
 
-__all__ = ["ClientBase", "ExitHooks", "client_options"]
+__all__ = [
+    "ClientBase",
+    "ExitHooks",
+    "ForkAware",
+    "client_options",
+    "forked_client_message",
+    "notify_after_fork",
+]
 
 S = TypeVar("S", Client, AsyncClient)
 OptionsT = TypeVar("OptionsT", ClientOptions, AsyncClientOptions)
@@ -127,7 +134,18 @@ class ExitHooks:
             self._on_sigterm(pass_on)
 
 
-_LIVE_CLIENTS: weakref.WeakSet[ClientBase[Any]] = weakref.WeakSet()
+class ForkAware(Protocol):
+    """An object that must adjust itself in a forked child (clients, trackers)."""
+
+    def _after_fork(self) -> None: ...
+
+
+_LIVE_CLIENTS: weakref.WeakSet[ForkAware] = weakref.WeakSet()
+
+
+def notify_after_fork(owner: ForkAware) -> None:
+    """Call ``owner._after_fork()`` in every forked child while ``owner`` lives."""
+    _LIVE_CLIENTS.add(owner)
 
 
 def _after_fork_in_child() -> None:
@@ -136,6 +154,17 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def forked_client_message(kind: str, parent_pid: int) -> str:
+    """Why a client/tracker built on the app's supabase client refuses I/O in a child."""
+    return (
+        f"this {kind} was built in process {parent_pid} on the app's supabase client, and "
+        f"this process (pid {os.getpid()}) is a fork of it: the two would share that "
+        "client's pooled connections. In the child, build a new supabase client and a "
+        f"new {kind} on it, or use {kind}.from_url(...), whose connections are renewed "
+        "after a fork"
+    )
 
 
 class ClientBase(Generic[S]):
@@ -191,7 +220,7 @@ class ClientBase(Generic[S]):
         self._owns_http = False
         self._forked_from: int | None = None  # parent's pid, in a forked child
         self._init_shell()
-        _LIVE_CLIENTS.add(self)
+        notify_after_fork(self)
 
     @classmethod
     def _from_parts(
@@ -312,15 +341,7 @@ class ClientBase(Generic[S]):
         """
         if self._forked_from is None:
             return
-        msg = (
-            f"this {type(self).__name__} was built in process {self._forked_from} on the "
-            f"app's supabase client, and this process (pid {os.getpid()}) is a fork of it: "
-            "the two would share that client's pooled connections. In the child, build a "
-            f"new supabase client and a new {type(self).__name__} on it, or use "
-            f"{type(self).__name__}.from_url(...), whose connections are renewed after "
-            "a fork"
-        )
-        raise ConfigurationError(msg)
+        raise ConfigurationError(forked_client_message(type(self).__name__, self._forked_from))
 
     def _refresh_effects(self, effect: Refresh) -> Effects[None]:
         """The steps of a session refresh (performed as AuthCall effects)."""

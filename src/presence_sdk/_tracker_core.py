@@ -536,6 +536,7 @@ class Tracker:
             else:
                 ids = [sid for sid in self._dirty if sid in self._sessions]
                 self._dirty.clear()
+            sent_before = self._counters.batches_sent
         errors: list[PresenceError] = []
         yield from self._send_ends(control, deadline, errors)
         for chunk in _chunks(ids, self._batch_size):
@@ -544,8 +545,8 @@ class Tracker:
             except PresenceError as exc:
                 self._record_batch_failure(exc)
                 errors.append(exc)
-        if full or errors:
-            self._record_round(control, errors, counted=full)
+        sent = self._counters.batches_sent > sent_before
+        self._record_round(control, errors, counted=full, sent=sent)
 
     def _send_ends(
         self, control: RunControl, deadline: float, errors: list[PresenceError]
@@ -792,9 +793,12 @@ class Tracker:
             )
 
     def _record_round(
-        self, control: RunControl, errors: list[PresenceError], *, counted: bool
+        self, control: RunControl, errors: list[PresenceError], *, counted: bool, sent: bool
     ) -> None:
-        """The outcome of a round (or of a flush that failed): state, counters, reports."""
+        """The outcome of a round (``counted``) or a flush: state, counters, reports.
+
+        A flush that sent nothing and failed nothing changes nothing.
+        """
         new = _state_for(errors[0]) if errors else PresenceState.ONLINE
         with self._lock:
             c = self._counters
@@ -802,9 +806,11 @@ class Tracker:
                 c.rounds += 1
             if errors:
                 c.consecutive_failures += 1
-            elif counted:
+            elif counted or sent:
                 c.consecutive_failures = 0
                 self._not_before = -math.inf
+            else:
+                return
             current = self._run is control and not control.stop_requested
             nothing_sent = not errors and c.batches_sent == 0  # still STARTING
             old = None if not current or nothing_sent else self._move(new)

@@ -21,6 +21,7 @@ import httpx
 from supabase import AsyncClient, AsyncClientOptions
 
 from presence_sdk import _queries as queries
+from presence_sdk._async._send import send_call
 from presence_sdk._config import PresenceConfig
 from presence_sdk._core import (
     LOGGER,
@@ -42,7 +43,6 @@ from presence_sdk._exceptions import ConfigurationError, PresenceError
 from presence_sdk._http import OwnedAsyncClient
 from presence_sdk._models import OnlinePage, Presence, StatusCounts
 from presence_sdk._shell import ClientBase, ExitHooks, client_options
-from presence_sdk._wire import build_request, parse_response
 
 __all__ = ["AsyncPresenceClient"]
 
@@ -355,13 +355,7 @@ class AsyncPresenceClient(ClientBase[AsyncClient]):
         return None
 
     async def _call(self, call: Call) -> Any:
-        try:
-            rest = self._supabase.postgrest
-            async with asyncio.timeout(call.timeout):
-                response = await rest.session.send(build_request(rest.session, rest, call))
-        except Exception as exc:
-            raise translate(exc) from exc
-        return parse_response(response)
+        return await send_call(self._supabase, call)
 
     async def _auth(self, call: AuthCall) -> Any:
         try:

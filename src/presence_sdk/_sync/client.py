@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -42,8 +41,8 @@ from presence_sdk._exceptions import PresenceError
 from presence_sdk._http import OwnedClient
 from presence_sdk._models import OnlinePage, Presence, StatusCounts
 from presence_sdk._shell import ClientBase, ExitHooks, client_options
-from presence_sdk._sync._deadline import Job, run_with_deadline
-from presence_sdk._wire import build_request, parse_response
+from presence_sdk._sync._deadline import run_with_deadline
+from presence_sdk._sync._send import send_call
 
 __all__ = ["PresenceClient"]
 
@@ -319,13 +318,7 @@ class PresenceClient(ClientBase[Client]):
         return None
 
     def _call(self, call: Call) -> Any:
-        try:
-            rest = self._supabase.postgrest
-            request = build_request(rest.session, rest, call)
-            response = run_with_deadline(partial(_send, rest.session, request), call.timeout)
-        except Exception as exc:
-            raise translate(exc) from exc
-        return parse_response(response)
+        return send_call(self._supabase, call)
 
     def _auth(self, call: AuthCall) -> Any:
         try:
@@ -347,16 +340,3 @@ class PresenceClient(ClientBase[Client]):
         self._lock = threading.RLock()
         self._run = None
         self._stopping = None
-
-
-def _send(http: httpx.Client, request: httpx.Request, job: Job[httpx.Response]) -> httpx.Response:
-    """Send ``request`` and read the whole response, on a sender thread; tell ``job``
-    which connection it uses, so that giving up can abort it."""
-    request.extensions["trace"] = job.trace
-    response = http.send(request, stream=True)
-    try:
-        job.watch(response.extensions.get("network_stream"))
-        response.read()
-    finally:
-        response.close()
-    return response
