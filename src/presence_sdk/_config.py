@@ -188,7 +188,7 @@ class TrackerConfig:
             from 1 to 10,000 (the SQL's limit). Default 1,000: one call costs about
             220 us of PostgREST envelope, under 2 % of the work of 1,000 sessions, so
             bigger calls save almost nothing, while a 1,000-session call stays about
-            110 KB of JSON (10,000 sessions are about 1.1 MB, over nginx's default
+            127 KB of JSON (10,000 sessions are about 1.3 MB, over nginx's default
             1 MB body limit, a common proxy in front of APIs), holds its row locks
             briefly, and a call the server rejects (one bad entry fails its whole
             call) re-sends little.

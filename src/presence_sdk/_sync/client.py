@@ -142,7 +142,9 @@ class PresenceClient(ClientBase[Client]):
             http_client: The httpx client to send with. Default: one this client owns,
                 with connections of its own in a forked child, released by
                 :meth:`close` and when a ``with`` block ends.
-            session_id, device, metadata: As for the constructor.
+            session_id: As for the constructor.
+            device: As for the constructor.
+            metadata: As for the constructor.
         """
         config = config or PresenceConfig()
         http = http_client or OwnedClient(timeout=config.request_timeout)
