@@ -30,12 +30,11 @@ from __future__ import annotations
 import logging
 import math
 import random
-import re
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -70,22 +69,21 @@ from presence_sdk._exceptions import (
     SessionsRejectedError,
     TransientError,
 )
-from presence_sdk._models import _parse_time
 from presence_sdk._queries import to_user_id
 from presence_sdk._sessions import to_session_id, validate_device, validate_metadata
+from presence_sdk._track_replies import (
+    Offenders,
+    TrackResult,
+    batch_limit,
+    offenders,
+    parse_track_result,
+)
 
-__all__ = ["TrackResult", "Tracker", "TrackerStats", "parse_track_result"]
+__all__ = ["Tracker", "TrackerStats"]
 
 _QUIET_STATES = frozenset(
     {PresenceState.NOT_INSTALLED, PresenceState.FAILED, PresenceState.UNAUTHENTICATED}
 )
-
-# What the batch RPCs' errors carry (see the sessions migration's header).
-_COUNT = re.compile(r"presence: (\d+) ")
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_OTHER_USERS_SESSION = re.compile(rf"({_UUID.pattern}) \(given user")
-_ENTRY_NUMBER = re.compile(r"#(\d+):")
-_MAX_PER_CALL = re.compile(r"at most (\d+) sessions per call")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -131,35 +129,6 @@ class TrackerStats:
     timeout: float
 
 
-@dataclass(frozen=True, slots=True)
-class TrackResult:
-    """What a batch RPC answered: the server's time and how many sessions it took."""
-
-    at: datetime
-    count: int
-
-
-def parse_track_result(value: Any, time_key: str) -> TrackResult:
-    """``{"<time_key>": timestamp, "count": n}``; TransientError for anything else
-    (a 2xx that is not the presence SQL's answer: a proxy, a captive portal)."""
-    if isinstance(value, Mapping):
-        try:
-            at = _parse_time(value[time_key])
-            count = value["count"]
-            if at is not None and isinstance(count, int) and not isinstance(count, bool):
-                return TrackResult(at, count)
-        except (KeyError, TypeError, ValueError):
-            pass
-    shown = repr(value)
-    shown = shown if len(shown) <= 80 else shown[:77] + "..."
-    msg = (
-        f"the server answered a batch call with {shown}, not the presence SQL's "
-        f'{{"{time_key}": ..., "count": ...}} (is something else answering in '
-        "PostgREST's place?)"
-    )
-    raise TransientError(msg)
-
-
 @dataclass(slots=True)
 class _Session:
     """One tracked session; ``entry`` is its element of ``presence_track_beat``."""
@@ -196,16 +165,6 @@ class _Counters:
     consecutive_failures: int = 0
     last_success: datetime | None = None
     last_error: PresenceError | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Offenders:
-    """The entries of one rejected call that the error names, and whether it named
-    them all."""
-
-    sessions: frozenset[uuid.UUID]
-    users: frozenset[uuid.UUID]
-    all_named: bool
 
 
 def _chunks(items: Sequence[uuid.UUID], size: int) -> Iterator[list[uuid.UUID]]:
@@ -614,22 +573,22 @@ class Tracker:
         self, error: RejectedError, sent: list[tuple[uuid.UUID, _Session]]
     ) -> list[list[uuid.UUID]] | None:
         """What to send next after ``error`` rejected ``sent``; None: not about entries."""
-        limit = _MAX_PER_CALL.search(error.message)
-        if error.code == "22023" and limit is not None and 0 < int(limit[1]) < len(sent):
-            self._batch_size = int(limit[1])
+        limit = batch_limit(error)
+        if limit is not None and limit < len(sent):
+            self._batch_size = limit
             LOGGER.warning(
                 "presence: the server takes at most %d sessions per call; sending that many",
                 self._batch_size,
             )
             return list(_chunks([sid for sid, _ in sent], self._batch_size))
-        offenders = _offenders(error, sent)
-        if offenders is None:
+        named = offenders(error, [(sid, session.user_id) for sid, session in sent])
+        if named is None:
             return None
-        dropped = self._drop(error, offenders, sent)
+        dropped = self._drop(error, named, sent)
         rest = [sid for sid, _ in sent if sid not in dropped]
         if not rest:
             return []
-        if offenders.all_named or len(rest) == 1:
+        if named.all_named or len(rest) == 1:
             return [rest]
         half = len(rest) // 2
         return [rest[:half], rest[half:]]
@@ -637,20 +596,18 @@ class Tracker:
     def _drop(
         self,
         error: RejectedError,
-        offenders: _Offenders,
+        refused: Offenders,
         sent: list[tuple[uuid.UUID, _Session]],
     ) -> set[uuid.UUID]:
         """Stop tracking what ``error`` refused (every session of an unknown user, not
         only the ones in this call) and report it; returns the ids dropped from ``sent``."""
-        in_call = {
-            sid for sid, s in sent if sid in offenders.sessions or s.user_id in offenders.users
-        }
+        in_call = {sid for sid, s in sent if sid in refused.sessions or s.user_id in refused.users}
         sent_as = dict(sent)
         removed: dict[uuid.UUID, uuid.UUID] = {}
         with self._lock:
             for sid, session in list(self._sessions.items()):
-                named = sid in in_call and sent_as.get(sid) is session  # not re-tracked since
-                if named or session.user_id in offenders.users:
+                as_sent = sid in in_call and sent_as.get(sid) is session  # not re-tracked since
+                if as_sent or session.user_id in refused.users:
                     del self._sessions[sid]
                     self._dirty.discard(sid)
                     removed[sid] = session.user_id
@@ -845,34 +802,3 @@ def _state_for(error: PresenceError) -> PresenceState:
     if isinstance(error, TransientError):
         return PresenceState.DEGRADED
     return PresenceState.FAILED
-
-
-def _offenders(error: RejectedError, sent: list[tuple[uuid.UUID, _Session]]) -> _Offenders | None:
-    """The entries of ``sent`` that ``error`` names, or None if it is not about entries.
-
-    The batch RPC's errors (sessions migration): ``PT409`` "N sessions belong to other
-    users", DETAIL ``<sid> (given user <uid>); ...``; ``23503`` "N user ids have no
-    public.users row", DETAIL ``unknown: <uid>, ...``; ``22023`` "N of M session
-    entries are invalid", DETAIL ``#<position>: <problem>; ...``. Each DETAIL names at
-    most five; the message counts them all.
-    """
-    detail = error.details or ""
-    count_match = _COUNT.search(error.message)
-    count = int(count_match[1]) if count_match else None
-    if error.code == "PT409" and "belong to other users" in error.message:
-        named = {uuid.UUID(m) for m in _OTHER_USERS_SESSION.findall(detail)}
-        sessions = frozenset(sid for sid, _ in sent if sid in named)
-        offenders = _Offenders(sessions, frozenset(), count is not None and count <= len(sessions))
-    elif error.code == "23503" and "public.users" in error.message:
-        named = {uuid.UUID(m) for m in _UUID.findall(detail)}
-        users = frozenset(s.user_id for _, s in sent if s.user_id in named)
-        offenders = _Offenders(frozenset(), users, count is not None and count <= len(users))
-    elif error.code == "22023" and "session entries are invalid" in error.message:
-        positions = {int(m) for m in _ENTRY_NUMBER.findall(detail)}
-        sessions = frozenset(sent[p - 1][0] for p in positions if 1 <= p <= len(sent))
-        offenders = _Offenders(sessions, frozenset(), count is not None and count <= len(sessions))
-    else:
-        return None
-    if not offenders.sessions and not offenders.users:
-        return None  # names nothing we sent: cannot tell which entries are at fault
-    return offenders

@@ -29,7 +29,8 @@ from presence_sdk._exceptions import (
     SessionsRejectedError,
     TransientError,
 )
-from presence_sdk._tracker_core import Tracker, parse_track_result
+from presence_sdk._track_replies import parse_track_result
+from presence_sdk._tracker_core import Tracker
 
 
 def config(**overrides: Any) -> TrackerConfig:
