@@ -203,7 +203,9 @@ def test_tracker_keeps_10000_sessions_alive_then_stop_takes_them_all_offline(
     presence_db: PresenceDatabase, api: LocalPostgREST
 ) -> None:
     users = create_users(presence_db, 10_000)
-    config = TrackerConfig(interval=3.0, jitter=0.0, request_timeout=30.0, stop_timeout=60.0)
+    # A long interval: one round is enough to show the batching (a steady round costs
+    # the suite as much again); untrack and stop are what must be prompt.
+    config = TrackerConfig(interval=30.0, jitter=0.0, request_timeout=30.0, stop_timeout=60.0)
     tracker = PresenceTracker.from_url(api.url, api.emulator.service_role_key, config=config)
     try:
         for user in users:
@@ -214,11 +216,9 @@ def test_tracker_keeps_10000_sessions_alive_then_stop_takes_them_all_offline(
         first_round = time.monotonic() - started
         assert count_live(presence_db) == 10_000
         assert online_users(presence_db) == 10_000
-        # A steady round: beaten again in the same 10 calls.
-        poll(lambda: tracker.stats.rounds >= 2, timeout=60)
         stats = tracker.stats
-        assert stats.sessions_beaten == 20_000
-        assert stats.batches_sent == 20  # 1,000 per call
+        assert stats.sessions_beaten == 10_000
+        assert stats.batches_sent == 10  # 1,000 per call
         assert stats.batches_failed == 0
         assert stats.state is PresenceState.ONLINE
         # untrack ends promptly, between rounds.
