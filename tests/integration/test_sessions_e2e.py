@@ -4,6 +4,7 @@ fallback of new clients on databases without the sessions SQL."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -25,6 +26,7 @@ from presence_sdk import (
     migrations,
     schema_sql,
 )
+from presence_sdk._sessions import metadata_size
 from presence_sdk.testing import (
     LocalPostgREST,
     PresenceDatabase,
@@ -283,3 +285,24 @@ async def test_async_tracker_end_to_end(presence_db: PresenceDatabase, api: Loca
         assert presence(presence_db, users[0])["online"] is False
         assert presence(presence_db, users[1])["status"] == "busy"
     assert online_users(presence_db) == 0
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {},
+        {"room": "lobby", "n": 3, "ok": True, "none": None},
+        {"nested": {"list": [1, 2, {"deep": "é ü ✓ 🎉"}], "empty": []}},
+        {"escapes": 'quote " backslash \\ newline \n tab \t bell \x07'},
+        {"b": 1, "a": 2, "longer key": -0.5},
+    ],
+)
+def test_metadata_is_measured_as_postgres_measures_it(
+    presence_db: PresenceDatabase, metadata: dict[str, Any]
+) -> None:
+    # The SQL's CHECK is octet_length(metadata::text) <= 1024; the clients refuse
+    # oversized metadata before any I/O by measuring it the same way.
+    (row,) = presence_db.query(
+        "SELECT octet_length(%s::jsonb::text) AS size", (json.dumps(metadata),)
+    )
+    assert metadata_size(metadata) == row["size"]
