@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,7 +32,7 @@ from presence_sdk._config import DEFAULT_INTERVAL
 from presence_sdk.testing import make_token
 
 URL = "http://presence.bench"
-RPC_URL = f"{URL}/rest/v1/rpc/presence_heartbeat"
+RPC_URL = f"{URL}/rest/v1/rpc/presence_session_beat"
 ANON_KEY = make_token("anon", expires_in=86400)
 USER_TOKEN = make_token("authenticated", user_id="00000000-0000-4000-8000-000000000001")
 BODY = b'"2025-01-02T03:04:05.123456+00:00"'
@@ -51,6 +52,11 @@ TRANSPORT = httpx.MockTransport(handler)
 def raw_headers(supabase: Client | AsyncClient) -> dict[str, str]:
     """The headers supabase-py's PostgREST client sends (same bytes on the wire)."""
     return dict(supabase.postgrest.headers)
+
+
+def beat_body(session_id: uuid.UUID) -> dict[str, Any]:
+    """The JSON body of the client's per-session beat (same bytes on the wire)."""
+    return {"session_id": str(session_id), "new_status": "online", "device": None, "metadata": None}
 
 
 def measure(fn: Callable[[], Any]) -> float:
@@ -85,9 +91,10 @@ def bench_sync() -> None:
     presence = PresenceClient(supabase, config=PresenceConfig(interval=15, timeout=45))
     raw_http = httpx.Client(transport=TRANSPORT)
     headers = raw_headers(supabase)
+    body = beat_body(presence.session_id)
 
     def raw_beat() -> object:
-        response = raw_http.post(RPC_URL, json={"new_status": "online"}, headers=headers)
+        response = raw_http.post(RPC_URL, json=body, headers=headers)
         response.raise_for_status()
         return response.json()
 
@@ -111,9 +118,10 @@ async def bench_async() -> None:
     presence = AsyncPresenceClient(supabase, config=PresenceConfig(interval=15, timeout=45))
     raw_http = httpx.AsyncClient(transport=TRANSPORT)
     headers = raw_headers(supabase)
+    body = beat_body(presence.session_id)
 
     async def raw_beat() -> object:
-        response = await raw_http.post(RPC_URL, json={"new_status": "online"}, headers=headers)
+        response = await raw_http.post(RPC_URL, json=body, headers=headers)
         response.raise_for_status()
         return response.json()
 

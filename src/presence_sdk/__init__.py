@@ -1,13 +1,14 @@
 """presence_sdk: reliable user presence for apps on Supabase.
 
 The database contract lives in the shipped SQL (:func:`schema_sql`,
-:func:`migrations`); the clients send heartbeats and read presence through it.
+:func:`migrations`); the clients send heartbeats and read presence through it, and
+the trackers keep the sessions of many users alive from a server.
 """
 
 import logging
 
-from presence_sdk._async import AsyncPresenceClient
-from presence_sdk._config import PresenceConfig
+from presence_sdk._async import AsyncPresenceClient, AsyncPresenceTracker
+from presence_sdk._config import PresenceConfig, TrackerConfig
 from presence_sdk._core import PresenceState, PresenceStats
 from presence_sdk._exceptions import (
     AuthenticationError,
@@ -20,17 +21,20 @@ from presence_sdk._exceptions import (
     RateLimitedError,
     RejectedError,
     RequestError,
+    SessionsRejectedError,
     SetupError,
     TransientError,
 )
 from presence_sdk._migrate import MigrationResult, migrate, rollback
 from presence_sdk._models import OnlinePage, Presence, SetupCheck, SetupReport, StatusCounts
 from presence_sdk._sql import Migration, migrations, rollback_schema_sql, schema_sql
-from presence_sdk._sync import PresenceClient
+from presence_sdk._sync import PresenceClient, PresenceTracker
+from presence_sdk._tracker_core import TrackerStats
 from presence_sdk._verify_io import averify_setup, verify_setup
 
 __all__ = [
     "AsyncPresenceClient",
+    "AsyncPresenceTracker",
     "AuthenticationError",
     "ConfigurationError",
     "InvalidInputError",
@@ -46,13 +50,17 @@ __all__ = [
     "PresenceError",
     "PresenceState",
     "PresenceStats",
+    "PresenceTracker",
     "RateLimitedError",
     "RejectedError",
     "RequestError",
+    "SessionsRejectedError",
     "SetupCheck",
     "SetupError",
     "SetupReport",
     "StatusCounts",
+    "TrackerConfig",
+    "TrackerStats",
     "TransientError",
     "averify_setup",
     "migrate",

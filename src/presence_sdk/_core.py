@@ -23,6 +23,7 @@ import math
 import random
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Mapping
 from contextvars import Context, ContextVar, copy_context
@@ -54,6 +55,7 @@ from presence_sdk._exceptions import (
 )
 from presence_sdk._models import _parse_time
 from presence_sdk._queries import Query
+from presence_sdk._sessions import to_session_id, validate_device, validate_metadata
 
 __all__ = [
     "LOGGER",
@@ -71,6 +73,7 @@ __all__ = [
     "RunControl",
     "Sleep",
     "StopAtDeadline",
+    "StopRequestedError",
     "WaitFullJitter",
     "WaitRetryAfter",
     "clamp_server_timing",
@@ -78,6 +81,7 @@ __all__ = [
     "holding_callbacks",
     "parse_heartbeat_time",
     "query_effects",
+    "retry_call",
     "validate_status",
 ]
 
@@ -411,6 +415,81 @@ def _outcome_error(retry_state: RetryCallState) -> BaseException | None:
     return outcome.exception() if outcome is not None and outcome.failed else None
 
 
+def retry_call(
+    call: Call,
+    parse: Callable[[Any], T],
+    *,
+    clock: Callable[[], float],
+    wait: wait_base,
+    max_attempts: int,
+    deadline: float,
+    control: RunControl,
+    pause: Callable[[float], Effects[None]],
+    on_retry: Callable[[], object],
+    refresh: Callable[[Call, AuthenticationError], Effects[None]] | None = None,
+) -> Effects[T]:
+    """Send ``call`` and ``parse`` its reply; after a failure (of either), retry as
+    tenacity decides, sleeping through ``pause`` (an effect generator); raise the
+    final error.
+
+    Transient errors are retried up to ``max_attempts`` while the next retry would
+    start before ``deadline`` (a time of ``clock``). With ``refresh``, an
+    authentication error is followed by one session refresh and one retry. The first
+    attempt runs before any retry bookkeeping (the common case costs no more than the
+    call); tenacity is consulted from the first failure on, with a fresh ``Retrying``
+    per call, so two runs never share retry state. ``on_retry`` is called for each
+    retry actually sent. Raises ``StopRequestedError`` when ``control`` is stopped
+    before a retry.
+    """
+    try:
+        return parse((yield call))
+    except PresenceError as exc:
+        first_error = exc
+    refreshed: list[bool] = []  # the one session refresh of this call happened
+
+    def retryable(error: BaseException) -> bool:
+        if isinstance(error, AuthenticationError):
+            return refresh is not None and not refreshed
+        return isinstance(error, TransientError)
+
+    stop_rule = StopAtDeadline(clock, max_attempts)
+    stop_rule.deadline = deadline
+    retrying = Retrying(
+        retry=retry_if_exception(retryable), wait=wait, stop=stop_rule, reraise=True
+    )
+    retrying.begin()
+    state = RetryCallState(retrying, fn=None, args=(), kwargs={})
+    state.set_exception((type(first_error), first_error, first_error.__traceback__))
+    while True:
+        action = retrying.iter(state)  # raises the final error when giving up
+        if isinstance(action, DoAttempt):
+            if control.stop_requested:
+                raise StopRequestedError
+            on_retry()
+            call = Call(call.fn, call.params, call.timeout)
+            try:
+                state.set_result(parse((yield call)))
+            except PresenceError as exc:
+                state.set_exception((type(exc), exc, exc.__traceback__))
+        elif isinstance(action, DoSleep):
+            error = _outcome_error(state)
+            if isinstance(error, AuthenticationError) and refresh is not None:
+                refreshed.append(True)
+                yield from refresh(call, error)
+            else:
+                LOGGER.debug(
+                    "presence: %s failed (%s); retry %d in %.2fs",
+                    call.fn,
+                    error,
+                    state.attempt_number,
+                    float(action),
+                )
+                yield from pause(float(action))
+            state.prepare_for_next_attempt()
+        else:
+            return action  # type: ignore[no-any-return]
+
+
 # -- the heartbeat engine ------------------------------------------------------------
 
 
@@ -442,8 +521,8 @@ class RunControl:
     superseded: bool = False
 
 
-class _StopRequestedError(Exception):
-    """Internal: stop() was requested while waiting."""
+class StopRequestedError(Exception):
+    """Internal to the engines: stop() was requested while waiting (never escapes a run)."""
 
 
 def parse_heartbeat_time(value: Any) -> datetime:
@@ -538,8 +617,17 @@ class Heartbeat:
         config: The client configuration.
         on_error: Called with each failed heartbeat's error (after retries).
         on_state_change: Called with ``(old, new)`` on every state change.
+        session_id: The id of this client's session (None: a new random uuid).
+        device: Optional device/app label of the session (1-64 characters).
+        metadata: Optional JSON object attached to the session (at most 1024 bytes).
         clock: Monotonic clock (seconds); tests pass a fake one.
         rng: Random source for jitter and backoff.
+
+    Sessions: each client is one session of its user. It beats with
+    ``presence_session_beat`` and leaves with ``presence_session_leave``, so a user's
+    other devices stay online when it stops. On a database without the sessions SQL
+    (0.1 schema: PGRST202) it falls back to ``presence_heartbeat``/``presence_leave``
+    (the user's one implicit session), with one warning; each run probes again.
     """
 
     def __init__(
@@ -548,9 +636,17 @@ class Heartbeat:
         *,
         on_error: ErrorCallback | None = None,
         on_state_change: StateCallback | None = None,
+        session_id: uuid.UUID | str | None = None,
+        device: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
+        self.session_id = uuid.uuid4() if session_id is None else to_session_id(session_id)
+        self.device = validate_device(device)
+        self.metadata = validate_metadata(metadata)
+        self._legacy = False  # this run beats with the 0.1 RPCs (no sessions SQL)
+        self._legacy_warned = False
         self.config = config
         self._on_error = on_error
         self._on_state_change = on_state_change
@@ -641,6 +737,7 @@ class Heartbeat:
                 previous.superseded = previous.stop_requested = True
             self._not_before = -math.inf
             self._beat_due = False
+            self._legacy = False  # probe the sessions RPCs again
             old = self._move(PresenceState.STARTING)
         self._announce(old, PresenceState.STARTING)
         return control
@@ -694,6 +791,9 @@ class Heartbeat:
         if control is not None:
             control.quiet = control.stop_requested = True
         self._state = PresenceState.STOPPED
+        # The child is another connection: sharing the parent's session id would let
+        # either process's leave end the other's presence.
+        self.session_id = uuid.uuid4()
         return control is not None
 
     # -- the loop ----------------------------------------------------------------------
@@ -705,7 +805,7 @@ class Heartbeat:
         while not control.stop_requested:
             try:
                 beat_at = yield from self._beat(control)
-            except _StopRequestedError:
+            except StopRequestedError:
                 break
             except PresenceError as exc:
                 self._record_failure(control, exc)
@@ -715,7 +815,7 @@ class Heartbeat:
                     yield from self._load_settings()
             try:
                 yield from self._pause(self._next_delay(), control, wake_when_due=True)
-            except _StopRequestedError:
+            except StopRequestedError:
                 break
         if not control.quiet:
             yield from self.leave(control)
@@ -760,7 +860,17 @@ class Heartbeat:
         remaining = control.stop_deadline - self._clock()
         timeout = max(0.05, min(self.config.request_timeout, remaining))
         try:
-            yield Call("presence_leave", {}, timeout)
+            if self._legacy:
+                yield Call("presence_leave", {}, timeout)
+            else:
+                try:
+                    params = {"session_id": str(self.session_id)}
+                    yield Call("presence_session_leave", params, timeout)
+                except NotInstalledError:
+                    self._use_legacy("presence_session_leave")
+                    remaining = control.stop_deadline - self._clock()
+                    timeout = max(0.05, min(self.config.request_timeout, remaining))
+                    yield Call("presence_leave", {}, timeout)
         except PresenceError as exc:
             with self._lock:
                 self._counters.last_error = exc
@@ -769,7 +879,7 @@ class Heartbeat:
             )
             self._events.post("on_error", self._on_error, exc)
         else:
-            LOGGER.info("presence: left (status offline)")
+            LOGGER.info("presence: left (session %s ended)", self.session_id)
 
     # -- one heartbeat -------------------------------------------------------------
 
@@ -778,9 +888,43 @@ class Heartbeat:
             status = self._status
             if not control.superseded:
                 self._beat_due = False
-        params = {"new_status": status}
-        return (
-            yield from self._attempts("presence_heartbeat", params, control, parse_heartbeat_time)
+        if not self._legacy:
+            params = {
+                "session_id": str(self.session_id),
+                "new_status": status,
+                "device": self.device,
+                "metadata": self.metadata,
+            }
+            try:
+                return (
+                    yield from self._attempts(
+                        "presence_session_beat", params, control, parse_heartbeat_time
+                    )
+                )
+            except NotInstalledError:
+                self._use_legacy("presence_session_beat")
+        try:
+            return (
+                yield from self._attempts(
+                    "presence_heartbeat", {"new_status": status}, control, parse_heartbeat_time
+                )
+            )
+        except NotInstalledError:
+            self._legacy = False  # nothing is installed: probe the sessions RPCs next time
+            raise
+
+    def _use_legacy(self, fn: str) -> None:
+        """``fn`` is missing: the database predates sessions; use the 0.1 RPCs."""
+        self._legacy = True
+        level = logging.DEBUG if self._legacy_warned else logging.WARNING
+        self._legacy_warned = True
+        LOGGER.log(
+            level,
+            "presence: %s() is not on the server (a database without the sessions "
+            "migration); using presence_heartbeat()/presence_leave(), one presence per "
+            "user: stopping any client of the user ends it. Apply the migrations for "
+            "per-device sessions",
+            fn,
         )
 
     def _attempts(
@@ -790,65 +934,26 @@ class Heartbeat:
         control: RunControl,
         parse: Callable[[Any], T],
     ) -> Effects[T]:
-        """Call ``fn`` and ``parse`` its result; after a failure (of either), retry as
-        tenacity decides, sleeping as effects.
-
-        The first attempt runs before any retry bookkeeping (the common case costs no
-        more than the call); tenacity is consulted from the first failure on, with a
-        fresh ``Retrying`` per heartbeat, so a run that is still finishing and the run
-        that superseded it never share retry state. ``stats.retries`` counts the
-        retries actually sent.
-        """
-        started = self._clock()
-        call = Call(fn, params, self.config.request_timeout)
-        try:
-            return parse((yield call))
-        except PresenceError as exc:
-            first_error = exc
-        refreshed: list[bool] = []  # the one session refresh of this heartbeat happened
-
-        def retryable(error: BaseException) -> bool:
-            if isinstance(error, AuthenticationError):
-                return not refreshed
-            return isinstance(error, TransientError)
-
-        stop_rule = StopAtDeadline(self._clock, self.config.max_attempts)
-        stop_rule.deadline = started + self.interval
-        retrying = Retrying(
-            retry=retry_if_exception(retryable), wait=self._wait, stop=stop_rule, reraise=True
+        """Call ``fn`` and ``parse`` its result with the retry policy (:func:`retry_call`),
+        retrying until one interval after the first attempt started."""
+        return (
+            yield from retry_call(
+                Call(fn, params, self.config.request_timeout),
+                parse,
+                clock=self._clock,
+                wait=self._wait,
+                max_attempts=self.config.max_attempts,
+                deadline=self._clock() + self.interval,
+                control=control,
+                pause=lambda seconds: self._pause(seconds, control, wake_when_due=False),
+                on_retry=self._count_retry,
+                refresh=self._refresh,
+            )
         )
-        retrying.begin()
-        state = RetryCallState(retrying, fn=None, args=(), kwargs={})
-        state.set_exception((type(first_error), first_error, first_error.__traceback__))
-        while True:
-            action = retrying.iter(state)  # raises the final error when giving up
-            if isinstance(action, DoAttempt):
-                if control.stop_requested:
-                    raise _StopRequestedError
-                with self._lock:
-                    self._counters.retries += 1
-                call = Call(fn, params, self.config.request_timeout)
-                try:
-                    state.set_result(parse((yield call)))
-                except PresenceError as exc:
-                    state.set_exception((type(exc), exc, exc.__traceback__))
-            elif isinstance(action, DoSleep):
-                error = _outcome_error(state)
-                if isinstance(error, AuthenticationError):
-                    refreshed.append(True)
-                    yield from self._refresh(call, error)
-                else:
-                    LOGGER.debug(
-                        "presence: %s failed (%s); retry %d in %.2fs",
-                        fn,
-                        error,
-                        state.attempt_number,
-                        float(action),
-                    )
-                    yield from self._pause(float(action), control, wake_when_due=False)
-                state.prepare_for_next_attempt()
-            else:
-                return action  # type: ignore[no-any-return]
+
+    def _count_retry(self) -> None:
+        with self._lock:
+            self._counters.retries += 1
 
     def _refresh(self, call: Call, error: AuthenticationError) -> Effects[None]:
         LOGGER.info("presence: %s; refreshing the session once", error)
@@ -859,12 +964,12 @@ class Heartbeat:
             raise error from refresh_error
 
     def _pause(self, seconds: float, control: RunControl, *, wake_when_due: bool) -> Effects[None]:
-        """Wait ``seconds``; stop early for stop() (raises _StopRequestedError) or, with
+        """Wait ``seconds``; stop early for stop() (raises StopRequestedError) or, with
         ``wake_when_due``, for a beat due at once (new status, superseded run ended)."""
         deadline = self._clock() + seconds
         while True:
             if control.stop_requested:
-                raise _StopRequestedError
+                raise StopRequestedError
             if wake_when_due and self._beat_due:
                 return
             remaining = deadline - self._clock()

@@ -12,6 +12,7 @@ Tree::
     │   ├── PermissionDeniedError   the role may not do this (403 / 42501)
     │   ├── NotInstalledError       presence SQL missing (PGRST202, 42883): run migrations
     │   └── RejectedError           the server refused the request (other 4xx, e.g. 22023)
+    │       └── SessionsRejectedError   a tracker dropped sessions the server refused
     ├── SetupError                  verify_setup() found problems (``report`` attribute)
     └── MigrationError              applying or rolling back migrations failed
 
@@ -22,6 +23,7 @@ kept as ``__cause__``.
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ __all__ = [
     "RateLimitedError",
     "RejectedError",
     "RequestError",
+    "SessionsRejectedError",
     "SetupError",
     "TransientError",
 ]
@@ -130,6 +133,35 @@ class NotInstalledError(RequestError):
 
 class RejectedError(RequestError):
     """The server refused the request for another reason (e.g. 22023 invalid value)."""
+
+
+class SessionsRejectedError(RejectedError):
+    """The server refused some sessions a tracker beats, so the tracker dropped them.
+
+    Reported through the tracker's ``on_error`` (never raised into the app): a batch
+    call named sessions that belong to another user (``PT409``), users without a
+    ``public.users`` row (``23503``) or entries the server found invalid (``22023``).
+    The tracker stops tracking exactly those sessions and beats the others at once.
+
+    Attributes:
+        session_ids: The sessions dropped (no longer tracked).
+        user_ids: Their users.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        session_ids: tuple[uuid.UUID, ...],
+        user_ids: tuple[uuid.UUID, ...],
+        code: str | None = None,
+        status: int | None = None,
+        hint: str | None = None,
+        details: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code, status=status, hint=hint, details=details)
+        self.session_ids = session_ids
+        self.user_ids = user_ids
 
 
 class SetupError(PresenceError):

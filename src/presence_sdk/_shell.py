@@ -9,13 +9,15 @@ awaited sends).
 from __future__ import annotations
 
 import atexit
+import copy
 import os
 import signal
 import threading
+import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import FrameType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 from supabase import AsyncClient, AsyncClientOptions, Client, ClientOptions
 
@@ -33,7 +35,14 @@ from presence_sdk._core import (
 from presence_sdk._exceptions import ConfigurationError
 from presence_sdk._wire import refresh_effects
 
-__all__ = ["ClientBase", "ExitHooks", "client_options"]
+__all__ = [
+    "ClientBase",
+    "ExitHooks",
+    "ForkAware",
+    "client_options",
+    "forked_client_message",
+    "notify_after_fork",
+]
 
 S = TypeVar("S", Client, AsyncClient)
 OptionsT = TypeVar("OptionsT", ClientOptions, AsyncClientOptions)
@@ -125,7 +134,18 @@ class ExitHooks:
             self._on_sigterm(pass_on)
 
 
-_LIVE_CLIENTS: weakref.WeakSet[ClientBase[Any]] = weakref.WeakSet()
+class ForkAware(Protocol):
+    """An object that must adjust itself in a forked child (clients, trackers)."""
+
+    def _after_fork(self) -> None: ...
+
+
+_LIVE_CLIENTS: weakref.WeakSet[ForkAware] = weakref.WeakSet()
+
+
+def notify_after_fork(owner: ForkAware) -> None:
+    """Call ``owner._after_fork()`` in every forked child while ``owner`` lives."""
+    _LIVE_CLIENTS.add(owner)
 
 
 def _after_fork_in_child() -> None:
@@ -134,6 +154,17 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def forked_client_message(kind: str, parent_pid: int) -> str:
+    """Why a client/tracker built on the app's supabase client refuses I/O in a child."""
+    return (
+        f"this {kind} was built in process {parent_pid} on the app's supabase client, and "
+        f"this process (pid {os.getpid()}) is a fork of it: the two would share that "
+        "client's pooled connections. In the child, build a new supabase client and a "
+        f"new {kind} on it, or use {kind}.from_url(...), whose connections are renewed "
+        "after a fork"
+    )
 
 
 class ClientBase(Generic[S]):
@@ -148,6 +179,11 @@ class ClientBase(Generic[S]):
             on every change. Exceptions it raises are logged, never propagated.
         refresh_token: Refresh token to use, once, when the access token expires and
             the supabase client has no stored session (e.g. a token passed in a header).
+        session_id: The id of this client's presence session (a UUID). Default: a new
+            random one per client, so each client (device, tab) is its own session.
+        device: Optional label of the device or app (1 to 64 characters), stored with
+            the session and shown in ``presence_my_sessions()``.
+        metadata: Optional JSON object stored with the session (at most 1024 bytes).
     """
 
     def __init__(
@@ -158,6 +194,9 @@ class ClientBase(Generic[S]):
         on_error: ErrorCallback | None = None,
         on_state_change: StateCallback | None = None,
         refresh_token: str | None = None,
+        session_id: uuid.UUID | str | None = None,
+        device: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
         if config is None:
             config = PresenceConfig()
@@ -169,12 +208,19 @@ class ClientBase(Generic[S]):
                 msg = f"{name} must be callable, not {callback!r}"
                 raise ConfigurationError(msg)
         self._supabase: S = supabase
-        self._engine = Heartbeat(config, on_error=on_error, on_state_change=on_state_change)
+        self._engine = Heartbeat(
+            config,
+            on_error=on_error,
+            on_state_change=on_state_change,
+            session_id=session_id,
+            device=device,
+            metadata=metadata,
+        )
         self._refresh_token = refresh_token
         self._owns_http = False
         self._forked_from: int | None = None  # parent's pid, in a forked child
         self._init_shell()
-        _LIVE_CLIENTS.add(self)
+        notify_after_fork(self)
 
     @classmethod
     def _from_parts(
@@ -186,6 +232,9 @@ class ClientBase(Generic[S]):
         refresh_token: str | None,
         on_error: ErrorCallback | None,
         on_state_change: StateCallback | None,
+        session_id: uuid.UUID | str | None = None,
+        device: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> Self:
         """``from_url``'s common part: build the supabase client, then the client."""
         try:
@@ -199,6 +248,9 @@ class ClientBase(Generic[S]):
             on_error=on_error,
             on_state_change=on_state_change,
             refresh_token=refresh_token,
+            session_id=session_id,
+            device=device,
+            metadata=metadata,
         )
         client._owns_http = owns_http
         return client
@@ -216,6 +268,23 @@ class ClientBase(Generic[S]):
     def config(self) -> PresenceConfig:
         """The configuration (immutable)."""
         return self._engine.config
+
+    @property
+    def session_id(self) -> uuid.UUID:
+        """The id of this client's presence session (one per client; a forked child
+        gets a new one)."""
+        return self._engine.session_id
+
+    @property
+    def device(self) -> str | None:
+        """The device label sent with each beat (None: none)."""
+        return self._engine.device
+
+    @property
+    def metadata(self) -> dict[str, Any] | None:
+        """A copy of the metadata sent with each beat (None: none)."""
+        metadata = self._engine.metadata
+        return None if metadata is None else copy.deepcopy(metadata)
 
     @property
     def state(self) -> PresenceState:
@@ -272,15 +341,7 @@ class ClientBase(Generic[S]):
         """
         if self._forked_from is None:
             return
-        msg = (
-            f"this {type(self).__name__} was built in process {self._forked_from} on the "
-            f"app's supabase client, and this process (pid {os.getpid()}) is a fork of it: "
-            "the two would share that client's pooled connections. In the child, build a "
-            f"new supabase client and a new {type(self).__name__} on it, or use "
-            f"{type(self).__name__}.from_url(...), whose connections are renewed after "
-            "a fork"
-        )
-        raise ConfigurationError(msg)
+        raise ConfigurationError(forked_client_message(type(self).__name__, self._forked_from))
 
     def _refresh_effects(self, effect: Refresh) -> Effects[None]:
         """The steps of a session refresh (performed as AuthCall effects)."""
@@ -289,4 +350,7 @@ class ClientBase(Generic[S]):
             self._refresh_token = None  # used: the stored session has the new one
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} state={self.state} status={self.status}>"
+        return (
+            f"<{type(self).__name__} session={self.session_id} state={self.state} "
+            f"status={self.status}>"
+        )

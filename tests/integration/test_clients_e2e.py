@@ -150,7 +150,11 @@ def test_expired_token_is_refreshed_through_supabase_auth(presence_db: PresenceD
 
 
 def test_missing_sql_is_reported_as_not_installed(presence_db: PresenceDatabase) -> None:
-    presence_db.query("DROP FUNCTION public.presence_heartbeat(text)")
+    # Neither the sessions RPC nor the 0.1 one it falls back to.
+    presence_db.query(
+        "DROP FUNCTION public.presence_session_beat(uuid, text, text, jsonb), "
+        "public.presence_heartbeat(text)"
+    )
     user = presence_db.create_user()
     with routed(presence_db) as (emulator, _):
         presence = PresenceClient(sync_client(emulator, emulator.user_token(user)), config=QUICK)
@@ -215,4 +219,4 @@ def test_http_client_is_the_apps(presence_db: PresenceDatabase) -> None:
         supabase = sync_client(emulator, emulator.user_token(user), http=http)
         assert PresenceClient(supabase, config=QUICK).beat() is not None
         http.close()
-    assert seen == ["/rest/v1/rpc/presence_heartbeat"]
+    assert seen == ["/rest/v1/rpc/presence_session_beat"]

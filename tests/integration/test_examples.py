@@ -9,12 +9,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
 import httpx
 import pytest
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from presence_sdk.testing import LocalPostgREST, PresenceDatabase
 
@@ -111,8 +113,8 @@ def _wait_online(db: PresenceDatabase, user: str) -> None:
         time.sleep(0.05)
 
 
-def _load_fastapi_example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fastapi_app", EXAMPLES / "fastapi_app.py")
+def _load_fastapi_example(name: str = "fastapi_app") -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -158,6 +160,75 @@ async def test_fastapi_app_verifies_setup_and_runs_presence(
             assert _stored(presence_cron_db, user)["stored"] == "offline"
     finally:
         presence_cron_db.query("DELETE FROM auth.users WHERE id IN (%s, %s)", (user, other))
+
+
+def _sessions(db: PresenceDatabase, user: str) -> list[dict[str, object]]:
+    return db.query(
+        "SELECT session_id, status, device FROM public.presence_sessions WHERE user_id = %s",
+        (user,),
+    )
+
+
+def test_fastapi_websocket_tracks_on_connect_and_untracks_on_disconnect(
+    presence_db: PresenceDatabase, api: LocalPostgREST, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The app's real lifespan runs the tracker; TestClient speaks real websockets to the
+    # app, the tracker speaks real HTTP to the PostgREST emulation on the real SQL.
+    alice, bob = presence_db.create_user(), presence_db.create_user()
+    monkeypatch.setenv("SUPABASE_URL", api.url)
+    monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", api.emulator.service_role_key)
+    monkeypatch.setenv("SUPABASE_JWT_SECRET", api.emulator.jwt_secret)
+    app = _load_fastapi_example("fastapi_ws").app
+
+    def token(user: str) -> str:
+        return api.emulator.user_token(user)
+
+    def until(predicate: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 10
+        while not predicate():
+            assert time.monotonic() < deadline, "condition not met in time"
+            time.sleep(0.02)
+
+    with TestClient(app) as http:
+        with (
+            http.websocket_connect(f"/ws?token={token(alice)}") as tab1,
+            http.websocket_connect(f"/ws?token={token(alice)}") as tab2,
+            http.websocket_connect(f"/ws?token={token(bob)}") as phone,
+        ):
+            ids = {ws.receive_json()["session_id"] for ws in (tab1, tab2)}
+            phone.receive_json()
+            until(lambda: {str(s["session_id"]) for s in _sessions(presence_db, alice)} == ids)
+            assert {s["device"] for s in _sessions(presence_db, alice)} == {"testclient"}
+            until(lambda: bool(_stored(presence_db, bob)["online"]))
+            phone.send_text("away")
+            assert phone.receive_json() == {"status": "away"}
+            until(lambda: _stored(presence_db, bob)["stored"] == "away")
+            phone.send_text("invisible")
+            assert "error" in phone.receive_json()
+
+            tab1.close()  # one tab closes: alice stays online through the other
+            until(lambda: len(_sessions(presence_db, alice)) == 1)
+            assert _stored(presence_db, alice)["online"] is True
+            health = http.get("/health").json()
+            assert health["state"] == "online"
+            assert health["connections"] == 2
+        # The last tab closed: offline at once (the tracker ends the session promptly).
+        until(lambda: _stored(presence_db, alice)["stored"] == "offline")
+        assert _stored(presence_db, alice)["online"] is False
+
+        with (
+            pytest.raises(WebSocketDisconnect) as refused,
+            http.websocket_connect("/ws?token=forged") as intruder,
+        ):
+            intruder.receive_json()
+        assert refused.value.code == 1008
+
+        with http.websocket_connect(f"/ws?token={token(bob)}") as again:
+            again.receive_json()
+            until(lambda: bool(_stored(presence_db, bob)["online"]))
+    # The app shut down: the tracker ended every session still open.
+    assert _stored(presence_db, bob)["stored"] == "offline"
+    assert _sessions(presence_db, alice) == _sessions(presence_db, bob) == []
 
 
 def test_demo_runs_end_to_end() -> None:

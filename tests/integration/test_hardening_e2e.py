@@ -22,8 +22,8 @@ from presence_sdk.testing import LocalPostgREST, PostgRESTEmulator, PresenceData
 
 pytestmark = pytest.mark.integration
 
-HEARTBEAT = "/rest/v1/rpc/presence_heartbeat"
-LEAVE = "/rest/v1/rpc/presence_leave"
+HEARTBEAT = "/rest/v1/rpc/presence_session_beat"
+LEAVE = "/rest/v1/rpc/presence_session_leave"
 
 
 @dataclass

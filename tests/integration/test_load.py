@@ -46,7 +46,7 @@ async def test_200_concurrent_clients_lose_no_beat(presence_db: PresenceDatabase
         with lock:
             latencies.append(time.perf_counter() - started)
             answers[response.status_code] = answers.get(response.status_code, 0) + 1
-            if request.url.path.endswith("/presence_heartbeat") and response.is_success:
+            if request.url.path.endswith("/presence_session_beat") and response.is_success:
                 heartbeats["ok"] += 1
         return response
 

@@ -145,12 +145,16 @@ def settings_json(interval: int = 15, timeout: int = 45) -> dict[str, Any]:
 def mock_server() -> Iterator[respx.MockRouter]:
     """respx routes for the presence RPCs, answering success by default.
 
-    Routes are named ``heartbeat``, ``leave``, ``settings``, ``get``, ``is_online``,
-    ``list_online``, ``counts``, ``user`` (GoTrue) and ``token`` (GoTrue refresh).
+    Routes are named ``heartbeat`` and ``leave`` (the per-session RPCs the clients
+    use), ``legacy_heartbeat`` and ``legacy_leave`` (0.1's per-user RPCs, the fallback),
+    ``settings``, ``get``, ``is_online``, ``list_online``, ``counts``, ``user``
+    (GoTrue) and ``token`` (GoTrue refresh).
     """
     with respx.mock(base_url=URL, assert_all_called=False) as router:
-        router.post(rpc_path("presence_heartbeat"), name="heartbeat").mock(return_value=ok())
-        router.post(rpc_path("presence_leave"), name="leave").mock(return_value=ok())
+        router.post(rpc_path("presence_session_beat"), name="heartbeat").mock(return_value=ok())
+        router.post(rpc_path("presence_session_leave"), name="leave").mock(return_value=ok())
+        router.post(rpc_path("presence_heartbeat"), name="legacy_heartbeat").mock(return_value=ok())
+        router.post(rpc_path("presence_leave"), name="legacy_leave").mock(return_value=ok())
         router.post(rpc_path("presence_settings"), name="settings").mock(
             return_value=ok(settings_json())
         )

@@ -13,7 +13,7 @@ for the handler threads (a few seconds at most).
 Usage::
 
     with MisbehavingServer() as server:
-        server.then("presence_heartbeat", hang(2.0), status(429, retry_after=60))
+        server.then("presence_session_beat", hang(2.0), status(429, retry_after=60))
         client = PresenceClient.from_url(server.url, server.anon_key, access_token=...)
 """
 
@@ -60,7 +60,7 @@ class Seen:
     """A request the server received.
 
     Attributes:
-        endpoint: The RPC name (``presence_heartbeat``) or the path (``/auth/v1/token``).
+        endpoint: The RPC name (``presence_session_beat``) or the path (``/auth/v1/token``).
         body: The decoded JSON body (None if empty or not JSON).
         headers: The request headers (lower-case names).
         peer: The client's (host, port): one TCP connection.
@@ -161,7 +161,12 @@ def _now() -> str:
 
 def _default(handler: _Handler) -> None:
     path = handler.path.split("?", 1)[0]
-    if path in ("/rest/v1/rpc/presence_heartbeat", "/rest/v1/rpc/presence_leave"):
+    if path in (
+        "/rest/v1/rpc/presence_session_beat",
+        "/rest/v1/rpc/presence_session_leave",
+        "/rest/v1/rpc/presence_heartbeat",
+        "/rest/v1/rpc/presence_leave",
+    ):
         json_answer(_now())(handler)
     elif path == "/rest/v1/rpc/presence_settings":
         json_answer({**SETTINGS, "server_time": _now()})(handler)

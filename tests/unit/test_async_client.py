@@ -86,7 +86,12 @@ async def test_first_beat_is_immediate_and_stop_sends_the_leave(
     await async_wait_until(lambda: server["heartbeat"].call_count == 1)
     assert time.monotonic() - started < 2.0
     request = server["heartbeat"].calls[0].request
-    assert json.loads(request.content) == {"new_status": "online"}
+    assert json.loads(request.content) == {
+        "session_id": str(presence.session_id),
+        "new_status": "online",
+        "device": None,
+        "metadata": None,
+    }
     assert request.headers["authorization"] == f"Bearer {user_token()}"
     await async_wait_until(lambda: presence.state is PresenceState.ONLINE)
     await presence.stop()
@@ -232,7 +237,8 @@ async def test_unauthenticated_is_a_clear_state_without_spinning(
 async def test_missing_rpc_points_at_migrations_and_does_not_hot_loop(
     server: respx.MockRouter,
 ) -> None:
-    server["heartbeat"].mock(return_value=pgrst_error(404, "PGRST202", "Could not find"))
+    for route in ("heartbeat", "legacy_heartbeat"):  # neither sessions nor 0.1 SQL
+        server[route].mock(return_value=pgrst_error(404, "PGRST202", "Could not find"))
     config = dataclasses.replace(FAST, idle_backoff_max=0.2)
     async with client(config) as presence:
         await async_wait_until(lambda: presence.state is PresenceState.NOT_INSTALLED)
@@ -310,7 +316,8 @@ async def test_beat_sends_one_heartbeat(server: respx.MockRouter) -> None:
     async with presence:
         with pytest.raises(RuntimeError, match="set_status"):
             await presence.beat()
-    server["heartbeat"].mock(return_value=pgrst_error(404, "PGRST202", "missing"))
+    for route in ("heartbeat", "legacy_heartbeat"):  # neither sessions nor 0.1 SQL
+        server[route].mock(return_value=pgrst_error(404, "PGRST202", "missing"))
     with pytest.raises(NotInstalledError):
         await presence.beat()
 

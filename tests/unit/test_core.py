@@ -105,7 +105,7 @@ class Sim:
                 driver.fail(exc)
         self.engine.end_run(control)
 
-    def beat_times(self, fn: str = "presence_heartbeat") -> list[float]:
+    def beat_times(self, fn: str = "presence_session_beat") -> list[float]:
         return [t for t, name, _ in self.calls if name == fn]
 
 
@@ -115,13 +115,16 @@ def config(**overrides: Any) -> PresenceConfig:
 
 
 def failing(
-    error: Callable[[], PresenceError], times: int, fn: str = "presence_heartbeat"
+    error: Callable[[], PresenceError],
+    times: int,
+    fn: str | tuple[str, ...] = "presence_session_beat",
 ) -> Responder:
-    """Fail the first ``times`` calls of ``fn``, then succeed."""
+    """Fail the first ``times`` calls of ``fn`` (one name or several), then succeed."""
     count = {"n": 0}
+    names = (fn,) if isinstance(fn, str) else fn
 
     def respond(call: Call, now: float) -> Any:
-        if call.fn == fn and count["n"] < times:
+        if call.fn in names and count["n"] < times:
             count["n"] += 1
             raise error()
         return SETTINGS if call.fn == "presence_settings" else T0
@@ -135,9 +138,14 @@ def failing(
 def test_first_beat_is_immediate_and_reports_the_initial_status() -> None:
     sim = Sim(config(initial_status="busy"))
     sim.run(25)
-    assert sim.calls[0] == (0.0, "presence_heartbeat", {"new_status": "busy"})
+    session = str(sim.engine.session_id)
+    assert sim.calls[0] == (
+        0.0,
+        "presence_session_beat",
+        {"session_id": session, "new_status": "busy", "device": None, "metadata": None},
+    )
     assert sim.beat_times() == [0.0, 10.0, 20.0]
-    assert sim.calls[-1][1] == "presence_leave"
+    assert sim.calls[-1][1] == "presence_session_leave"
     assert sim.engine.stats().last_success == datetime.fromisoformat(T0)
 
 
@@ -145,7 +153,7 @@ def test_interval_and_timeout_come_from_the_server_unless_overridden() -> None:
     sim = Sim(PresenceConfig(jitter=0.0))
     sim.run(25)
     names = [name for _, name, _ in sim.calls]
-    assert names[:2] == ["presence_heartbeat", "presence_settings"]
+    assert names[:2] == ["presence_session_beat", "presence_settings"]
     assert names.count("presence_settings") == 1
     assert sim.beat_times() == [0.0, 10.0, 20.0]
     stats = sim.engine.stats()
@@ -278,7 +286,7 @@ def test_retry_after_cap_counts_from_the_last_accepted_beat() -> None:
     calls = {"n": 0}
 
     def respond(call: Call, now: float) -> Any:
-        if call.fn == "presence_heartbeat":
+        if call.fn == "presence_session_beat":
             calls["n"] += 1
             if calls["n"] == 2:  # the beat at 10 s: the user is online until 30 s
                 raise RateLimitedError("429", retry_after=86400)
@@ -305,7 +313,8 @@ def test_retry_after_cap_counts_from_the_last_accepted_beat() -> None:
 def test_permanent_errors_are_not_retried_and_back_off(
     error: Callable[[], PresenceError], state: PresenceState, leaves: int
 ) -> None:
-    sim = Sim(config(idle_backoff_max=60.0), respond=failing(error, 10**6))
+    beats = ("presence_session_beat", "presence_heartbeat")  # the 0.1 fallback fails too
+    sim = Sim(config(idle_backoff_max=60.0), respond=failing(error, 10**6, beats))
     sim.run(300)
     times = sim.beat_times()
     gaps = [b - a for a, b in itertools.pairwise(times)]
@@ -315,7 +324,7 @@ def test_permanent_errors_are_not_retried_and_back_off(
     assert stats.retries == 0
     assert stats.beats_failed == len(times)
     assert (PresenceState.STARTING, state) in sim.states
-    assert [n for _, n, _ in sim.calls].count("presence_leave") == leaves
+    assert [n for _, n, _ in sim.calls].count("presence_session_leave") == leaves
 
 
 # -- authentication -------------------------------------------------------------------
@@ -348,7 +357,7 @@ def test_refresh_failure_means_unauthenticated_without_spinning() -> None:
     assert sim.engine.stats().last_error is not None
     assert str(sim.engine.stats().last_error).startswith("not authenticated")
     assert (PresenceState.STARTING, PresenceState.UNAUTHENTICATED) in sim.states
-    assert "presence_leave" not in [n for _, n, _ in sim.calls]
+    assert "presence_session_leave" not in [n for _, n, _ in sim.calls]
 
 
 def test_a_refresh_that_does_not_help_is_not_repeated_within_the_beat() -> None:
@@ -379,7 +388,7 @@ def test_set_status_wakes_the_loop_for_an_immediate_beat() -> None:
     sim = Sim(config())
     sim.events[4.0] = lambda engine: engine.set_status("away")
     sim.run(15)
-    assert [(t, p["new_status"]) for t, n, p in sim.calls if n == "presence_heartbeat"] == [
+    assert [(t, p["new_status"]) for t, n, p in sim.calls if n == "presence_session_beat"] == [
         (0.0, "online"),
         (4.0, "away"),
         (14.0, "away"),
@@ -408,26 +417,26 @@ def test_stop_during_a_retry_wait_sends_the_leave_and_no_more_attempts() -> None
         respond=failing(lambda: TransientError("x"), 10),
     )
     sim.run(0.001)
-    assert [n for _, n, _ in sim.calls] == ["presence_heartbeat", "presence_leave"]
+    assert [n for _, n, _ in sim.calls] == ["presence_session_beat", "presence_session_leave"]
     assert sim.engine.state is PresenceState.STOPPED
 
 
 def test_leave_is_sent_once_on_stop_unless_disabled() -> None:
     sim = Sim(config())
     sim.run(12)
-    assert [n for _, n, _ in sim.calls].count("presence_leave") == 1
+    assert [n for _, n, _ in sim.calls].count("presence_session_leave") == 1
     assert [new for _, new in sim.states][-2:] == [PresenceState.STOPPING, PresenceState.STOPPED]
 
     quiet = Sim(config(leave_on_stop=False))
     quiet.run(12)
-    assert "presence_leave" not in [n for _, n, _ in quiet.calls]
+    assert "presence_session_leave" not in [n for _, n, _ in quiet.calls]
 
 
 def test_leave_timeout_fits_in_the_stop_bound() -> None:
     timeouts: list[float] = []
 
     def respond(call: Call, now: float) -> Any:
-        if call.fn == "presence_leave":
+        if call.fn == "presence_session_leave":
             timeouts.append(call.timeout)
         return T0
 
@@ -438,7 +447,7 @@ def test_leave_timeout_fits_in_the_stop_bound() -> None:
 
 def test_a_failed_leave_is_reported_not_raised() -> None:
     def respond(call: Call, now: float) -> Any:
-        if call.fn == "presence_leave":
+        if call.fn == "presence_session_leave":
             raise TransientError("network down")
         return T0
 
@@ -457,7 +466,7 @@ def test_callbacks_that_raise_are_logged_and_ignored(caplog: pytest.LogCaptureFi
     driver = Driver(engine.run(control))
     with caplog.at_level(logging.ERROR, logger="presence_sdk"):
         for effect in driver:
-            if isinstance(effect, Call) and effect.fn == "presence_heartbeat":
+            if isinstance(effect, Call) and effect.fn == "presence_session_beat":
                 driver.fail(RejectedError("refused"))
             elif isinstance(effect, Sleep):
                 engine.request_stop(control)
@@ -477,7 +486,9 @@ def test_beat_once_returns_the_server_time_or_raises_the_final_error() -> None:
     assert engine.state is PresenceState.STOPPED  # a manual beat does not start anything
 
     failing_driver = Driver(engine.beat_once())
-    next(failing_driver)
+    assert next(failing_driver).fn == "presence_session_beat"  # type: ignore[union-attr]
+    failing_driver.fail(NotInstalledError("missing", code="PGRST202"))
+    assert next(failing_driver).fn == "presence_heartbeat"  # type: ignore[union-attr]
     failing_driver.fail(NotInstalledError("missing", code="PGRST202"))
     with pytest.raises(NotInstalledError):
         next(failing_driver)

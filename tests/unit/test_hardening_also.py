@@ -74,7 +74,7 @@ NOT_A_TIMESTAMP = {
 def test_sync_a_heartbeat_answer_that_is_not_a_timestamp_is_transient(
     misbehaving: MisbehavingServer, answer: str
 ) -> None:
-    misbehaving.always("presence_heartbeat", NOT_A_TIMESTAMP[answer])
+    misbehaving.always("presence_session_beat", NOT_A_TIMESTAMP[answer])
     errors: list[PresenceError] = []
     with sync_client(misbehaving, quick(max_attempts=2), on_error=errors.append) as presence:
         # Reported, retried and beaten again on the normal schedule (0.2 s): no
@@ -92,7 +92,7 @@ def test_sync_a_heartbeat_answer_that_is_not_a_timestamp_is_transient(
 async def test_async_a_heartbeat_answer_that_is_not_a_timestamp_is_transient(
     misbehaving: MisbehavingServer, answer: str
 ) -> None:
-    misbehaving.always("presence_heartbeat", NOT_A_TIMESTAMP[answer])
+    misbehaving.always("presence_session_beat", NOT_A_TIMESTAMP[answer])
     errors: list[PresenceError] = []
     config = quick(max_attempts=2)
     async with async_client(misbehaving, config, on_error=errors.append) as presence:
@@ -108,7 +108,7 @@ async def test_async_a_heartbeat_answer_that_is_not_a_timestamp_is_transient(
 def test_a_failed_session_refresh_is_not_counted_as_a_retry(
     misbehaving: MisbehavingServer,
 ) -> None:
-    misbehaving.always("presence_heartbeat", status(401, code="PGRST301", message="JWT expired"))
+    misbehaving.always("presence_session_beat", status(401, code="PGRST301", message="JWT expired"))
     misbehaving.always(
         "/auth/v1/token",
         json_answer({"error": "invalid_grant", "error_description": "bad refresh"}, 400),
@@ -118,7 +118,7 @@ def test_a_failed_session_refresh_is_not_counted_as_a_retry(
         with pytest.raises(AuthenticationError, match="JWT expired"):
             presence.beat()
         assert len(misbehaving.seen("/auth/v1/token")) == 1  # the refresh was tried...
-        assert len(misbehaving.seen("presence_heartbeat")) == 1  # ...no retry was sent
+        assert len(misbehaving.seen("presence_session_beat")) == 1  # ...no retry was sent
         assert presence.stats.retries == 0
     finally:
         presence.close()
@@ -153,8 +153,8 @@ def test_insane_server_settings_are_clamped_and_logged_once(
         wait_until(lambda: presence.stats.timeout == 3.0)
         assert presence.stats.interval == interval
         presence.set_status("away")  # one more beat: still one warning
-        wait_until(lambda: len(misbehaving.seen("presence_heartbeat")) >= 2)
-    beats = len(misbehaving.seen("presence_heartbeat"))
+        wait_until(lambda: len(misbehaving.seen("presence_session_beat")) >= 2)
+    beats = len(misbehaving.seen("presence_session_beat"))
     assert beats <= 3  # no hot loop
     clamped = [r for r in caplog.records if "presence_settings()" in r.getMessage()]
     assert len(clamped) == 1

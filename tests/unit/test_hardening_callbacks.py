@@ -33,7 +33,7 @@ def _stop_takes(presence: PresenceClient) -> float:
 def test_on_error_calling_stop_does_not_stall_the_apps_stop(
     misbehaving: MisbehavingServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    misbehaving.always("presence_leave", status(500, message="database down"))
+    misbehaving.always("presence_session_leave", status(500, message="database down"))
     seen: list[PresenceError] = []
 
     def on_error(error: PresenceError) -> None:

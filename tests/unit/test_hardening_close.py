@@ -52,7 +52,7 @@ def test_sync_client_can_be_used_again_after_its_with_block(
     with presence:  # a new pool is opened on use, and closed again on exit
         wait_until(lambda: presence.state is PresenceState.ONLINE)
     assert presence.supabase.postgrest.session.is_closed
-    assert len({s.peer for s in misbehaving.seen("presence_heartbeat")}) == 2
+    assert len({s.peer for s in misbehaving.seen("presence_session_beat")}) == 2
 
 
 @pytest.mark.asyncio

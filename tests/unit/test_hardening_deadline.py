@@ -24,7 +24,7 @@ CONFIG = quick(interval=5.0, timeout=20.0, request_timeout=0.5, max_attempts=1)
 
 
 def test_sync_heartbeat_gives_up_on_a_trickling_response(misbehaving: MisbehavingServer) -> None:
-    misbehaving.then("presence_heartbeat", SLOW_BODY)
+    misbehaving.then("presence_session_beat", SLOW_BODY)
     errors: list[BaseException] = []
     with sync_client(misbehaving, CONFIG, on_error=errors.append) as presence:
         started = time.monotonic()
@@ -39,7 +39,7 @@ def test_sync_heartbeat_gives_up_on_a_trickling_response(misbehaving: Misbehavin
 
 
 def test_sync_beat_and_queries_are_bounded_too(misbehaving: MisbehavingServer) -> None:
-    misbehaving.then("presence_heartbeat", SLOW_BODY)
+    misbehaving.then("presence_session_beat", SLOW_BODY)
     misbehaving.then("presence_counts", SLOW_BODY)
     presence = sync_client(misbehaving, CONFIG)
     try:
@@ -57,7 +57,7 @@ def test_sync_beat_and_queries_are_bounded_too(misbehaving: MisbehavingServer) -
 async def test_async_heartbeat_gives_up_on_a_trickling_response(
     misbehaving: MisbehavingServer,
 ) -> None:
-    misbehaving.then("presence_heartbeat", SLOW_BODY)
+    misbehaving.then("presence_session_beat", SLOW_BODY)
     async with async_client(misbehaving, CONFIG) as presence:
         started = time.monotonic()
         await async_wait_until(lambda: presence.stats.beats_failed == 1, within=3.0)

@@ -69,8 +69,16 @@ def _run(server: MisbehavingServer, body: str) -> subprocess.CompletedProcess[st
 def _peers(server: MisbehavingServer, status: str) -> set[tuple[str, int]]:
     return {
         seen.peer
-        for seen in server.seen("presence_heartbeat")
-        if seen.body == {"new_status": status}
+        for seen in server.seen("presence_session_beat")
+        if seen.body["new_status"] == status
+    }
+
+
+def _sessions(server: MisbehavingServer, status: str) -> set[str]:
+    return {
+        seen.body["session_id"]
+        for seen in server.seen("presence_session_beat")
+        if seen.body["new_status"] == status
     }
 
 
@@ -100,6 +108,11 @@ def test_sync_from_url_child_gets_connections_of_its_own(misbehaving: Misbehavin
     parent, child = _peers(misbehaving, "online"), _peers(misbehaving, "busy")
     assert len(child) == 1
     assert parent.isdisjoint(child)  # never a connection of the parent's
+    # ...nor the parent's presence session: the child is another connection.
+    parent_sessions = _sessions(misbehaving, "online")
+    child_sessions = _sessions(misbehaving, "busy")
+    assert len(parent_sessions) == len(child_sessions) == 1
+    assert parent_sessions.isdisjoint(child_sessions)
 
 
 def test_async_from_url_child_gets_connections_of_its_own(

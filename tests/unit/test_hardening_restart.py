@@ -22,25 +22,25 @@ from presence_sdk._core import Call, Driver, Heartbeat, RunControl, Sleep
 def test_a_stopped_runs_late_leave_never_lands_after_a_restart(
     misbehaving: MisbehavingServer,
 ) -> None:
-    misbehaving.then("presence_heartbeat", hang(1.5))  # the first beat hangs 1.5 s
+    misbehaving.then("presence_session_beat", hang(1.5))  # the first beat hangs 1.5 s
     config = quick(interval=10.0, timeout=30.0, request_timeout=3.0, stop_timeout=0.3)
     presence = sync_client(misbehaving, config)
     try:
         presence.start()
-        wait_until(lambda: len(misbehaving.seen("presence_heartbeat")) == 1)
+        wait_until(lambda: len(misbehaving.seen("presence_session_beat")) == 1)
         presence.stop()  # gives up after 0.3 s: the old thread still waits for its beat
         assert len(heartbeat_threads()) == 1
         presence.start()
         wait_until(lambda: presence.state is PresenceState.ONLINE)
         wait_until(lambda: len(heartbeat_threads()) == 1, timeout=5.0)  # old one ended
-        wait_until(lambda: endpoints(misbehaving)[-1] == "presence_heartbeat")
+        wait_until(lambda: endpoints(misbehaving)[-1] == "presence_session_beat")
         # The server's last word is a heartbeat of the new run: the user is online,
         # as the client says. No leave was sent by the superseded run.
-        assert "presence_leave" not in endpoints(misbehaving)
+        assert "presence_session_leave" not in endpoints(misbehaving)
         assert presence.state is PresenceState.ONLINE
     finally:
         presence.close()
-    assert endpoints(misbehaving)[-1] == "presence_leave"  # the final stop leaves
+    assert endpoints(misbehaving)[-1] == "presence_session_leave"  # the final stop leaves
 
 
 def test_a_superseded_run_sends_no_leave_and_its_end_wakes_the_new_run() -> None:
@@ -59,7 +59,7 @@ def test_a_superseded_run_sends_no_leave_and_its_end_wakes_the_new_run() -> None
     assert engine.end_run(old) is True  # ...until the old run ends: the shell wakes it
     effect = next(driver)
     assert isinstance(effect, Call)
-    assert effect.fn == "presence_heartbeat"  # beats again at once
+    assert effect.fn == "presence_session_beat"  # beats again at once
     assert engine.end_run(RunControl()) is False  # an unrelated run changes nothing
 
 
@@ -68,7 +68,7 @@ def test_a_second_concurrent_stop_also_waits_for_the_leave(
 ) -> None:
     # stop() no longer waits under the client's lock; a stop() racing another one (a
     # SIGTERM handler while the app stops) must still return only after the leave.
-    misbehaving.always("presence_leave", hang(0.4))
+    misbehaving.always("presence_session_leave", hang(0.4))
     presence = sync_client(misbehaving, quick(interval=10.0, timeout=30.0, stop_timeout=2.0))
     presence.start()
     wait_until(lambda: presence.state is PresenceState.ONLINE)
@@ -80,7 +80,7 @@ def test_a_second_concurrent_stop_also_waits_for_the_leave(
     other.start()
     first.join()
     other.join()
-    answered = misbehaving.seen("presence_leave")[0].at + 0.4
+    answered = misbehaving.seen("presence_session_leave")[0].at + 0.4
     assert returned[0] >= answered - 0.05  # not before the leave was answered
     assert presence.state is PresenceState.STOPPED
     presence.close()

@@ -27,7 +27,7 @@ LONG_TIMEOUT = quick(timeout=2.0)
 
 
 def _beats(server: MisbehavingServer) -> int:
-    return len(server.seen("presence_heartbeat"))
+    return len(server.seen("presence_session_beat"))
 
 
 def _capping_logs(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -37,7 +37,7 @@ def _capping_logs(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 def test_sync_retry_after_is_capped_below_the_timeout(
     misbehaving: MisbehavingServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    misbehaving.then("presence_heartbeat", A_DAY, A_DAY)
+    misbehaving.then("presence_session_beat", A_DAY, A_DAY)
     caplog.set_level(logging.DEBUG, logger="presence_sdk")
     with sync_client(misbehaving, CONFIG) as presence:
         started = time.monotonic()
@@ -54,7 +54,7 @@ def test_sync_a_successful_beat_clears_the_server_imposed_wait(
 ) -> None:
     with sync_client(misbehaving, LONG_TIMEOUT) as presence:
         wait_until(lambda: presence.state is PresenceState.ONLINE)
-        misbehaving.then("presence_heartbeat", A_DAY)
+        misbehaving.then("presence_session_beat", A_DAY)
         wait_until(lambda: presence.state is PresenceState.DEGRADED)
         presence.set_status("away")  # forces a beat now; the server accepts it
         wait_until(lambda: presence.state is PresenceState.ONLINE)
@@ -67,7 +67,7 @@ def test_sync_a_successful_beat_clears_the_server_imposed_wait(
 async def test_async_retry_after_is_capped_below_the_timeout(
     misbehaving: MisbehavingServer,
 ) -> None:
-    misbehaving.then("presence_heartbeat", A_DAY, A_DAY)
+    misbehaving.then("presence_session_beat", A_DAY, A_DAY)
     async with async_client(misbehaving, CONFIG) as presence:
         started = time.monotonic()
         await async_wait_until(lambda: presence.state is PresenceState.ONLINE, within=4.0)
@@ -81,7 +81,7 @@ async def test_async_a_successful_beat_clears_the_server_imposed_wait(
 ) -> None:
     async with async_client(misbehaving, LONG_TIMEOUT) as presence:
         await async_wait_until(lambda: presence.state is PresenceState.ONLINE)
-        misbehaving.then("presence_heartbeat", A_DAY)
+        misbehaving.then("presence_session_beat", A_DAY)
         await async_wait_until(lambda: presence.state is PresenceState.DEGRADED)
         presence.set_status("busy")
         await async_wait_until(lambda: presence.state is PresenceState.ONLINE)

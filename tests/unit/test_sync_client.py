@@ -86,7 +86,12 @@ def test_first_beat_is_immediate_with_the_users_token(server: respx.MockRouter) 
     wait_until(lambda: server["heartbeat"].call_count == 1)
     assert time.monotonic() - started < 2.0
     request = server["heartbeat"].calls[0].request
-    assert json.loads(request.content) == {"new_status": "online"}
+    assert json.loads(request.content) == {
+        "session_id": str(presence.session_id),
+        "new_status": "online",
+        "device": None,
+        "metadata": None,
+    }
     assert request.headers["authorization"] == f"Bearer {user_token()}"
     assert request.headers["apikey"] == ANON_KEY
     wait_until(lambda: presence.state is PresenceState.ONLINE)
@@ -288,11 +293,8 @@ def test_unauthenticated_is_a_clear_state_without_spinning(server: respx.MockRou
 def test_missing_rpc_points_at_migrations_and_does_not_hot_loop(
     server: respx.MockRouter, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server["heartbeat"].mock(
-        return_value=pgrst_error(
-            404, "PGRST202", "Could not find the function public.presence_heartbeat"
-        )
-    )
+    for route in ("heartbeat", "legacy_heartbeat"):  # neither sessions nor 0.1 SQL
+        server[route].mock(return_value=pgrst_error(404, "PGRST202", "Could not find the function"))
     presence = client(dataclasses.replace(FAST, idle_backoff_max=0.2))
     with caplog.at_level(logging.ERROR, logger="presence_sdk"), presence:
         wait_until(lambda: presence.state is PresenceState.NOT_INSTALLED)
@@ -385,7 +387,8 @@ def test_beat_sends_one_heartbeat_in_the_calling_thread(server: respx.MockRouter
     assert presence.state is PresenceState.STOPPED
     with presence, pytest.raises(RuntimeError, match="set_status"):
         presence.beat()
-    server["heartbeat"].mock(return_value=pgrst_error(404, "PGRST202", "missing"))
+    for route in ("heartbeat", "legacy_heartbeat"):  # neither sessions nor 0.1 SQL
+        server[route].mock(return_value=pgrst_error(404, "PGRST202", "missing"))
     with pytest.raises(NotInstalledError):
         presence.beat()
 

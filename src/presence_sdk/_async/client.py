@@ -11,7 +11,7 @@ import contextlib
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -21,6 +21,7 @@ import httpx
 from supabase import AsyncClient, AsyncClientOptions
 
 from presence_sdk import _queries as queries
+from presence_sdk._async._send import send_call
 from presence_sdk._config import PresenceConfig
 from presence_sdk._core import (
     LOGGER,
@@ -42,7 +43,6 @@ from presence_sdk._exceptions import ConfigurationError, PresenceError
 from presence_sdk._http import OwnedAsyncClient
 from presence_sdk._models import OnlinePage, Presence, StatusCounts
 from presence_sdk._shell import ClientBase, ExitHooks, client_options
-from presence_sdk._wire import build_request, parse_response
 
 __all__ = ["AsyncPresenceClient"]
 
@@ -93,6 +93,10 @@ class AsyncPresenceClient(ClientBase[AsyncClient]):
             Exceptions it raises are logged; it may use the client as ``on_error``.
         refresh_token: Used once when the token expires and the supabase client has
             no stored session (see :meth:`from_url`).
+        session_id: This client's presence session id (default: a new random uuid;
+            see ``PresenceClient``). Exposed as :attr:`session_id`.
+        device: Optional device/app label stored with the session (1-64 characters).
+        metadata: Optional JSON object stored with the session (at most 1024 bytes).
     """
 
     def _init_shell(self) -> None:
@@ -119,6 +123,9 @@ class AsyncPresenceClient(ClientBase[AsyncClient]):
         http_client: httpx.AsyncClient | None = None,
         on_error: ErrorCallback | None = None,
         on_state_change: StateCallback | None = None,
+        session_id: uuid.UUID | str | None = None,
+        device: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> AsyncPresenceClient:
         """Build the supabase ``AsyncClient`` too (see ``PresenceClient.from_url``)."""
         config = config or PresenceConfig()
@@ -131,6 +138,9 @@ class AsyncPresenceClient(ClientBase[AsyncClient]):
             refresh_token=refresh_token,
             on_error=on_error,
             on_state_change=on_state_change,
+            session_id=session_id,
+            device=device,
+            metadata=metadata,
         )
 
     # -- lifecycle -----------------------------------------------------------------
@@ -345,13 +355,7 @@ class AsyncPresenceClient(ClientBase[AsyncClient]):
         return None
 
     async def _call(self, call: Call) -> Any:
-        try:
-            rest = self._supabase.postgrest
-            async with asyncio.timeout(call.timeout):
-                response = await rest.session.send(build_request(rest.session, rest, call))
-        except Exception as exc:
-            raise translate(exc) from exc
-        return parse_response(response)
+        return await send_call(self._supabase, call)
 
     async def _auth(self, call: AuthCall) -> Any:
         try:

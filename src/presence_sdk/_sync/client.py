@@ -10,10 +10,9 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -42,8 +41,8 @@ from presence_sdk._exceptions import PresenceError
 from presence_sdk._http import OwnedClient
 from presence_sdk._models import OnlinePage, Presence, StatusCounts
 from presence_sdk._shell import ClientBase, ExitHooks, client_options
-from presence_sdk._sync._deadline import Job, run_with_deadline
-from presence_sdk._wire import build_request, parse_response
+from presence_sdk._sync._deadline import run_with_deadline
+from presence_sdk._sync._send import send_call
 
 __all__ = ["PresenceClient"]
 
@@ -98,6 +97,16 @@ class PresenceClient(ClientBase[Client]):
             are logged.
         refresh_token: Used once when the token expires and the supabase client has
             no stored session (see :meth:`from_url`).
+        session_id: This client's presence session id (default: a new random uuid, so
+            every client, e.g. every device or tab, is a session of its own; the user
+            is online while any of them beats). Exposed as :attr:`session_id`.
+        device: Optional device/app label stored with the session (1-64 characters).
+        metadata: Optional JSON object stored with the session (at most 1024 bytes).
+
+    Raises InvalidInputError for a malformed ``session_id``, ``device`` or
+    ``metadata``. On a database without the sessions migration (0.1 schema) the client
+    falls back to the per-user ``presence_heartbeat``/``presence_leave``, with one
+    warning.
     """
 
     def _init_shell(self) -> None:
@@ -121,6 +130,9 @@ class PresenceClient(ClientBase[Client]):
         http_client: httpx.Client | None = None,
         on_error: ErrorCallback | None = None,
         on_state_change: StateCallback | None = None,
+        session_id: uuid.UUID | str | None = None,
+        device: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> PresenceClient:
         """Build the supabase client too: project ``url``, API ``key`` and a session.
 
@@ -130,6 +142,9 @@ class PresenceClient(ClientBase[Client]):
             http_client: The httpx client to send with. Default: one this client owns,
                 with connections of its own in a forked child, released by
                 :meth:`close` and when a ``with`` block ends.
+            session_id: As for the constructor.
+            device: As for the constructor.
+            metadata: As for the constructor.
         """
         config = config or PresenceConfig()
         http = http_client or OwnedClient(timeout=config.request_timeout)
@@ -141,6 +156,9 @@ class PresenceClient(ClientBase[Client]):
             refresh_token=refresh_token,
             on_error=on_error,
             on_state_change=on_state_change,
+            session_id=session_id,
+            device=device,
+            metadata=metadata,
         )
 
     # -- lifecycle -----------------------------------------------------------------
@@ -302,13 +320,7 @@ class PresenceClient(ClientBase[Client]):
         return None
 
     def _call(self, call: Call) -> Any:
-        try:
-            rest = self._supabase.postgrest
-            request = build_request(rest.session, rest, call)
-            response = run_with_deadline(partial(_send, rest.session, request), call.timeout)
-        except Exception as exc:
-            raise translate(exc) from exc
-        return parse_response(response)
+        return send_call(self._supabase, call)
 
     def _auth(self, call: AuthCall) -> Any:
         try:
@@ -330,16 +342,3 @@ class PresenceClient(ClientBase[Client]):
         self._lock = threading.RLock()
         self._run = None
         self._stopping = None
-
-
-def _send(http: httpx.Client, request: httpx.Request, job: Job[httpx.Response]) -> httpx.Response:
-    """Send ``request`` and read the whole response, on a sender thread; tell ``job``
-    which connection it uses, so that giving up can abort it."""
-    request.extensions["trace"] = job.trace
-    response = http.send(request, stream=True)
-    try:
-        job.watch(response.extensions.get("network_stream"))
-        response.read()
-    finally:
-        response.close()
-    return response
