@@ -7,8 +7,15 @@ The database contract lives in the shipped SQL (:func:`schema_sql`,
 import logging
 
 from presence_sdk._async import AsyncPresenceClient
+from presence_sdk._async.watcher import AsyncPresenceWatcher
 from presence_sdk._config import PresenceConfig
 from presence_sdk._core import PresenceState, PresenceStats
+from presence_sdk._events import (
+    EventPage,
+    OnlineDay,
+    PresenceEvent,
+    SessionRecord,
+)
 from presence_sdk._exceptions import (
     AuthenticationError,
     ConfigurationError,
@@ -27,28 +34,35 @@ from presence_sdk._migrate import MigrationResult, migrate, rollback
 from presence_sdk._models import OnlinePage, Presence, SetupCheck, SetupReport, StatusCounts
 from presence_sdk._sql import Migration, migrations, rollback_schema_sql, schema_sql
 from presence_sdk._sync import PresenceClient
+from presence_sdk._sync.watcher import PresenceWatcher
 from presence_sdk._verify_io import averify_setup, verify_setup
 
 __all__ = [
     "AsyncPresenceClient",
+    "AsyncPresenceWatcher",
     "AuthenticationError",
     "ConfigurationError",
+    "EventPage",
     "InvalidInputError",
     "Migration",
     "MigrationError",
     "MigrationResult",
     "NotInstalledError",
+    "OnlineDay",
     "OnlinePage",
     "PermissionDeniedError",
     "Presence",
     "PresenceClient",
     "PresenceConfig",
     "PresenceError",
+    "PresenceEvent",
     "PresenceState",
     "PresenceStats",
+    "PresenceWatcher",
     "RateLimitedError",
     "RejectedError",
     "RequestError",
+    "SessionRecord",
     "SetupCheck",
     "SetupError",
     "SetupReport",

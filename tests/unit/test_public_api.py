@@ -11,6 +11,12 @@ import presence_sdk.testing
 
 EXPECTED = {
     "AsyncPresenceClient",
+    "AsyncPresenceWatcher",
+    "EventPage",
+    "OnlineDay",
+    "PresenceEvent",
+    "PresenceWatcher",
+    "SessionRecord",
     "AuthenticationError",
     "ConfigurationError",
     "InvalidInputError",
