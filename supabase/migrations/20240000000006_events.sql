@@ -354,107 +354,117 @@ SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE
-    timeout interval := presence_private.timeout();
     was_online boolean := coalesce(OLD.status <> 'offline', false);
     is_online boolean := coalesce(NEW.status <> 'offline', false);
-    saved text := pg_catalog.current_setting('presence.events_tx', true);
+    saved text;
     mark bigint;
+    timeout interval;
     latest_at timestamptz;   -- this transaction's latest session event of the user
     latest_reason text;
     end_at timestamptz;      -- ... and its latest session_end
     end_reason text;
     gone_at timestamptz;
     gone_reason text;
-    rows jsonb := '[]'::jsonb;
     logged record;
 BEGIN
     IF NOT was_online AND NOT is_online THEN
         RETURN NULL;
     END IF;
-    -- This transaction's session events have ids above its mark (see events_begin).
-    IF saved IS NOT NULL
-       AND pg_catalog.split_part(saved, ':', 1) = pg_catalog.pg_current_xact_id()::text THEN
-        mark := pg_catalog.split_part(saved, ':', 2)::bigint;
+    -- Registers this transaction as a writer (if no session event did already), so
+    -- that its mark below is this transaction's.
+    PERFORM presence_private.events_begin();
+
+    IF NOT was_online THEN
+        -- Coming online: at the start of the earliest live session. The common case
+        -- needs nothing else.
+        INSERT INTO public.presence_events (occurred_at, kind, user_id, old_status, new_status, reason)
+        VALUES (least(coalesce(NEW.online_since, now()), now()), 'online', NEW.id,
+                coalesce(OLD.status, 'offline'), NEW.status, 'join')
+        RETURNING id, kind INTO logged;
+        PERFORM pg_catalog.pg_notify('presence_events',
+            pg_catalog.json_build_object('id', logged.id, 'kind', logged.kind)::text);
+        RETURN NULL;
+    END IF;
+
+    -- This transaction's session events have ids above its mark (see events_begin):
+    -- they say why and when.
+    saved := pg_catalog.current_setting('presence.events_tx', true);
+    mark := pg_catalog.split_part(saved, ':', 2)::bigint;
+    SELECT e.occurred_at, e.reason INTO end_at, end_reason
+    FROM public.presence_events AS e
+    WHERE e.user_id = NEW.id AND e.kind = 'session_end' AND e.id > mark
+    ORDER BY e.occurred_at DESC, e.id DESC
+    LIMIT 1;
+
+    IF NOT is_online THEN
+        IF end_at IS NOT NULL THEN
+            gone_at := end_at;
+            gone_reason := end_reason;
+        ELSE
+            -- No session ended here: a row written directly (0.1.0-style, or the app).
+            timeout := presence_private.timeout();
+            IF NEW.last_heartbeat IS NULL THEN
+                gone_at := now();
+                gone_reason := 'status';
+            ELSIF NEW.last_heartbeat <= now() - timeout THEN
+                gone_at := NEW.last_heartbeat + timeout;
+                gone_reason := 'timeout';
+            ELSIF NEW.last_heartbeat >= now() THEN
+                gone_at := now();       -- a leave stamps last_heartbeat with its own time
+                gone_reason := 'leave';
+            ELSE
+                gone_at := now();
+                gone_reason := 'status';
+            END IF;
+        END IF;
+        INSERT INTO public.presence_events (occurred_at, kind, user_id, old_status, new_status, reason)
+        VALUES (least(gone_at, now()), 'offline', NEW.id, OLD.status, 'offline', gone_reason)
+        RETURNING id, kind INTO logged;
+        PERFORM pg_catalog.pg_notify('presence_events',
+            pg_catalog.json_build_object('id', logged.id, 'kind', logged.kind)::text);
+        RETURN NULL;
+    END IF;
+
+    -- Online before and after. If every session the user had ended before the one
+    -- that (re)started now, the user was offline in between: log both edges.
+    IF OLD.online_since IS DISTINCT FROM NEW.online_since AND NEW.online_since IS NOT NULL THEN
+        timeout := presence_private.timeout();
+        SELECT greatest(
+            end_at,
+            (SELECT max(s.last_beat) + timeout FROM public.presence_sessions AS s
+             WHERE s.user_id = NEW.id AND s.started_at < NEW.online_since),
+            OLD.last_heartbeat + timeout
+        ) INTO gone_at;
+        IF gone_at < NEW.online_since THEN
+            FOR logged IN
+                INSERT INTO public.presence_events
+                    (occurred_at, kind, user_id, old_status, new_status, reason)
+                VALUES
+                    (gone_at, 'offline', NEW.id, OLD.status, 'offline',
+                     CASE WHEN end_at = gone_at THEN end_reason ELSE 'timeout' END),
+                    (least(NEW.online_since, now()), 'online', NEW.id, 'offline', NEW.status, 'join')
+                RETURNING id, kind
+            LOOP
+                PERFORM pg_catalog.pg_notify('presence_events',
+                    pg_catalog.json_build_object('id', logged.id, 'kind', logged.kind)::text);
+            END LOOP;
+            RETURN NULL;
+        END IF;
+    END IF;
+    IF OLD.status IS DISTINCT FROM NEW.status THEN
+        -- A status change: at (and because of) the latest session event here, if any.
         SELECT e.occurred_at, e.reason INTO latest_at, latest_reason
         FROM public.presence_events AS e
         WHERE e.user_id = NEW.id AND e.session_id IS NOT NULL AND e.id > mark
         ORDER BY e.occurred_at DESC, e.id DESC
         LIMIT 1;
-        SELECT e.occurred_at, e.reason INTO end_at, end_reason
-        FROM public.presence_events AS e
-        WHERE e.user_id = NEW.id AND e.kind = 'session_end' AND e.id > mark
-        ORDER BY e.occurred_at DESC, e.id DESC
-        LIMIT 1;
-    END IF;
-
-    IF NOT was_online THEN
-        rows := jsonb_build_array(jsonb_build_object(
-            'at', least(coalesce(NEW.online_since, now()), now()), 'kind', 'online',
-            'old', coalesce(OLD.status, 'offline'), 'new', NEW.status, 'reason', 'join'));
-    ELSIF NOT is_online THEN
-        IF end_at IS NOT NULL THEN
-            gone_at := end_at;
-            gone_reason := end_reason;
-        ELSIF NEW.last_heartbeat IS NULL THEN
-            gone_at := now();
-            gone_reason := 'status';
-        ELSIF NEW.last_heartbeat <= now() - timeout THEN
-            gone_at := NEW.last_heartbeat + timeout;
-            gone_reason := 'timeout';
-        ELSIF NEW.last_heartbeat >= now() THEN
-            gone_at := now();       -- a leave stamps last_heartbeat with its own time
-            gone_reason := 'leave';
-        ELSE
-            gone_at := now();
-            gone_reason := 'status';
-        END IF;
-        rows := jsonb_build_array(jsonb_build_object(
-            'at', least(gone_at, now()), 'kind', 'offline', 'old', OLD.status,
-            'new', 'offline', 'reason', gone_reason));
-    ELSE
-        -- Online before and after. If every session the user had ended before the one
-        -- that (re)started now, the user was offline in between: log both edges.
-        IF OLD.online_since IS DISTINCT FROM NEW.online_since AND NEW.online_since IS NOT NULL THEN
-            SELECT greatest(
-                end_at,
-                (SELECT max(s.last_beat) + timeout FROM public.presence_sessions AS s
-                 WHERE s.user_id = NEW.id AND s.started_at < NEW.online_since),
-                OLD.last_heartbeat + timeout
-            ) INTO gone_at;
-            IF gone_at < NEW.online_since THEN
-                rows := jsonb_build_array(
-                    jsonb_build_object(
-                        'at', gone_at, 'kind', 'offline', 'old', OLD.status, 'new', 'offline',
-                        'reason', CASE WHEN end_at = gone_at
-                                       THEN end_reason ELSE 'timeout' END),
-                    jsonb_build_object(
-                        'at', least(NEW.online_since, now()), 'kind', 'online', 'old', 'offline',
-                        'new', NEW.status, 'reason', 'join'));
-            END IF;
-        END IF;
-        IF jsonb_array_length(rows) = 0 AND OLD.status IS DISTINCT FROM NEW.status THEN
-            rows := jsonb_build_array(jsonb_build_object(
-                'at', least(coalesce(latest_at, now()), now()), 'kind', 'status',
-                'old', OLD.status, 'new', NEW.status,
-                'reason', coalesce(latest_reason, 'status')));
-        END IF;
-    END IF;
-
-    IF jsonb_array_length(rows) = 0 THEN
-        RETURN NULL;
-    END IF;
-    PERFORM presence_private.events_begin();
-    FOR logged IN
         INSERT INTO public.presence_events (occurred_at, kind, user_id, old_status, new_status, reason)
-        SELECT (r.value ->> 'at')::timestamptz, r.value ->> 'kind', NEW.id, r.value ->> 'old',
-               r.value ->> 'new', r.value ->> 'reason'
-        FROM jsonb_array_elements(rows) WITH ORDINALITY AS r (value, ord)
-        ORDER BY r.ord
-        RETURNING id, kind
-    LOOP
+        VALUES (least(coalesce(latest_at, now()), now()), 'status', NEW.id, OLD.status,
+                NEW.status, coalesce(latest_reason, 'status'))
+        RETURNING id, kind INTO logged;
         PERFORM pg_catalog.pg_notify('presence_events',
             pg_catalog.json_build_object('id', logged.id, 'kind', logged.kind)::text);
-    END LOOP;
+    END IF;
     RETURN NULL;
 END;
 $$;
@@ -840,6 +850,7 @@ SET search_path = ''
 AS $$
 DECLARE
     cutoff timestamptz;
+    upto bigint;
     pruned integer;
 BEGIN
     IF max_rows IS NULL OR max_rows NOT BETWEEN 1 AND 100000 THEN
@@ -852,22 +863,19 @@ BEGIN
     IF cutoff IS NULL THEN
         RETURN 0;
     END IF;
+    -- One pruner at a time (a second one, e.g. a slow sweep overlapping the next,
+    -- just returns).
+    -- (Its own lock namespace: events_lock_key() is what readers take for open writers.)
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(presence_private.events_lock_key() + 1, 0) THEN
+        RETURN 0;
+    END IF;
     -- The oldest max_rows events by id (ids follow time closely), those of them past
-    -- the retention: one short statement, bounded work, row locks only on what it
-    -- deletes (rows another pruner holds are skipped).
-    WITH head AS (
-        SELECT e.id
-        FROM public.presence_events AS e
-        WHERE e.occurred_at < cutoff
-          AND e.id <= (SELECT h.id FROM (
-                           SELECT x.id FROM public.presence_events AS x ORDER BY x.id LIMIT max_rows
-                       ) AS h ORDER BY h.id DESC LIMIT 1)
-        ORDER BY e.id
-        FOR UPDATE SKIP LOCKED
-    )
+    -- the retention: a bounded range of the primary key, one short statement, row
+    -- locks only on what it deletes.
+    SELECT max(h.id) INTO upto
+    FROM (SELECT e.id FROM public.presence_events AS e ORDER BY e.id LIMIT max_rows) AS h;
     DELETE FROM public.presence_events AS e
-    USING head
-    WHERE e.id = head.id;
+    WHERE e.id <= upto AND e.occurred_at < cutoff;
     GET DIAGNOSTICS pruned = ROW_COUNT;
     RETURN pruned;
 END;

@@ -236,6 +236,13 @@ def test_pruning_removes_only_old_events_in_bounded_batches(
     sweep(presence_db)
     assert len(events(presence_db)) == 7
 
+    # One pruner at a time: a second one returns at once.
+    _old_events(presence_db, user, 3, timedelta(days=5))
+    with presence_db.connect(autocommit=False) as busy:
+        busy.execute("SELECT public.presence_prune_events(1)")
+        assert prune(10) == 0
+    assert prune(10) == 3
+
     with pytest.raises(psycopg.errors.InvalidParameterValue):
         presence_db.query("SELECT public.presence_prune_events(0)")
     with pytest.raises(psycopg.errors.InvalidParameterValue):
