@@ -107,17 +107,25 @@ def test_a_terminated_connection_loses_and_repeats_nothing(
     assert "watching events failed" in caplog.text
 
 
-def test_a_restarted_watcher_resumes_after_the_saved_id(presence_db: PresenceDatabase) -> None:
+@pytest.mark.parametrize("mode", ["listen", "poll"])
+def test_a_restarted_watcher_resumes_after_the_saved_id(
+    presence_db: PresenceDatabase, http_client: PresenceClient, mode: str
+) -> None:
+    def watcher(after_id: int) -> PresenceWatcher:
+        if mode == "listen":
+            return PresenceWatcher(dsn=presence_db.dsn, after_id=after_id, poll_interval=FAST)
+        return http_client.watch(after_id, poll_interval=FAST, page_size=3)
+
     user = presence_db.create_user()
     for _ in range(3):
         cycle(presence_db, user)
-    with PresenceWatcher(dsn=presence_db.dsn, poll_interval=FAST) as first:
+    with watcher(0) as first:
         seen = take(first, 5)
         saved = first.last_id
     assert saved == seen[-1].id
     for _ in range(2):
         cycle(presence_db, user)  # while no watcher runs
-    with PresenceWatcher(dsn=presence_db.dsn, after_id=saved, poll_interval=FAST) as second:
+    with watcher(saved) as second:
         seen += take(second, 5 * EVENTS_PER_CYCLE - 5)
     assert [e.id for e in seen] == all_ids(presence_db)
 
