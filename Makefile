@@ -42,8 +42,12 @@ lint: setup
 # Prints the table with targets, writes bench/results/latest.json and regenerates the
 # measured parts of docs/performance.md and docs/scaling.md.
 # Smoke run (< 1 minute, docs untouched): make bench BENCH_ARGS=--quick
+# Then the event log (bench/bench_events.py): delivery latency, CPU per transition with
+# and without the log, steady-beat cost, log size, pruning; writes bench/results/events.json
+# and the generated block of docs/events.md.
 bench: setup
 	$(VENV)/python bench/bench_sql.py --update-docs $(BENCH_ARGS)
+	$(VENV)/python bench/bench_events.py --update-docs $(BENCH_ARGS)
 
 # The demo: a throwaway PostgreSQL + pg_cron, simulated users, live presence table
 # (about half a minute with --fast; run examples/demo.py without it for the shipped

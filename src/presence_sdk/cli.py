@@ -7,6 +7,7 @@ Commands::
     presence-sdk rollback --to VERSION [--dsn URL] [--dry-run]
     presence-sdk verify [--dsn URL | --url URL --key KEY] [--json]
     presence-sdk status [--dsn URL] [--limit N] [--json]
+    presence-sdk history USER_ID [--dsn URL] [--days N] [--tz ZONE] [--limit N] [--json]
 
 ``--dsn`` defaults to ``$DATABASE_URL``; ``--url``/``--key`` to ``$SUPABASE_URL`` and
 ``$SUPABASE_SERVICE_ROLE_KEY``.
@@ -33,6 +34,7 @@ import psycopg
 from psycopg.rows import dict_row
 from supabase import ClientOptions, SupabaseException, create_client
 
+from presence_sdk._cli_history import add_history_command
 from presence_sdk._errors import translate
 from presence_sdk._exceptions import (
     ConfigurationError,
@@ -531,6 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--limit", type=int, default=10, help="newest heartbeats to show (10)")
     st.add_argument("--json", action="store_true", help="print JSON")
     st.set_defaults(handler=_cmd_status)
+
+    add_history_command(commands, add_dsn=_add_dsn, dsn_of=_dsn, out=_out)
     return parser
 
 

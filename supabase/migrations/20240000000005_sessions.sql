@@ -1312,6 +1312,10 @@ BEGIN
     IF to_regprocedure('public.presence_prune_job_history(integer)') IS NOT NULL THEN
         PERFORM public.presence_prune_job_history();
     END IF;
+    -- The event log's retention (migration 20240000000006_events), when installed.
+    IF to_regprocedure('public.presence_prune_events(integer)') IS NOT NULL THEN
+        PERFORM public.presence_prune_events(10000);
+    END IF;
     RETURN changed;
 END;
 $$;

@@ -345,6 +345,7 @@ def test_security_definer_functions_pin_an_empty_search_path(
         "mark_inactive_users_offline",
         "presence_heartbeat",
         "presence_leave",
+        "presence_prune_events",
         "presence_prune_job_history",
         "presence_session_beat",
         "presence_session_leave",

@@ -41,6 +41,23 @@ FUNCTION_GRANTS = {
     "presence_private.echo(text)": (False, False, False),
     "presence_private.max_batch()": (False, False, False),
     "presence_private.max_sessions_per_user()": (False, False, False),
+    # Migration 6 (events): the RPCs, then the internals (the invoker RPCs and the
+    # log's policy call the first four).
+    "public.presence_events_since(bigint, integer)": (False, True, True),
+    "public.presence_session_history(uuid, timestamptz, timestamptz, integer)": (False, True, True),
+    "public.presence_online_per_day(uuid, date, date, text)": (False, True, True),
+    "public.presence_prune_events(integer)": (False, False, True),
+    "public.presence_configure_events(integer)": (False, False, False),
+    "presence_private.can_see_events(uuid, uuid)": (False, True, True),
+    "presence_private.timeout()": (False, True, True),
+    "presence_private.events_horizon(bigint, integer)": (False, True, True),
+    "presence_private.check_history_range(timestamptz, timestamptz)": (False, True, True),
+    "presence_private.events_lock_key()": (False, False, False),
+    "presence_private.events_begin()": (False, False, False),
+    "presence_private.log_sessions_started()": (False, False, False),
+    "presence_private.log_sessions_ended()": (False, False, False),
+    "presence_private.log_session_changed()": (False, False, False),
+    "presence_private.log_user_changed()": (False, False, False),
 }
 # Relation -> (anon, authenticated, service_role) may SELECT; nobody may change them.
 RELATION_GRANTS = {
@@ -48,6 +65,7 @@ RELATION_GRANTS = {
     "presence_private.session_presence": (False, True, True),
     "presence_private.user_presence_now": (False, True, True),
     "presence_private.replaced_definitions": (False, False, False),
+    "public.presence_events": (False, True, True),  # migration 6; RLS decides the rows
 }
 # Argument sets PostgREST would send, for calling each new RPC.
 CALLS: dict[str, dict[str, Any]] = {

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.integration
 
 SESSIONS = next(m for m in migrations() if m.name == "sessions")
 OLDER = [m for m in migrations() if m.version < SESSIONS.version]
+LATER = [m for m in migrations() if m.version > SESSIONS.version]
 
 
 @pytest.fixture
@@ -179,6 +180,8 @@ def test_rollback_refuses_to_leave_functions_pointing_at_dropped_objects(
     beat(presence_db, user, new_id())
     presence_db.query("DELETE FROM presence_private.replaced_definitions")
     with presence_db.connect() as conn:
+        for migration in reversed(LATER):  # rollbacks go newest first
+            conn.execute(migration.down)
         before = snapshot(conn)
         with pytest.raises(psycopg.errors.RaiseException) as info:
             conn.execute(SESSIONS.down)

@@ -12,6 +12,12 @@ import presence_sdk.testing
 EXPECTED = {
     "AsyncPresenceClient",
     "AsyncPresenceTracker",
+    "AsyncPresenceWatcher",
+    "EventPage",
+    "OnlineDay",
+    "PresenceEvent",
+    "PresenceWatcher",
+    "SessionRecord",
     "AuthenticationError",
     "ConfigurationError",
     "InvalidInputError",

@@ -13,15 +13,17 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import httpx
 from supabase import AsyncClient, AsyncClientOptions
 
+from presence_sdk import _events as events
 from presence_sdk import _queries as queries
 from presence_sdk._async._send import send_call
+from presence_sdk._async.watcher import AsyncPresenceWatcher
 from presence_sdk._config import PresenceConfig
 from presence_sdk._core import (
     LOGGER,
@@ -39,10 +41,12 @@ from presence_sdk._core import (
     query_effects,
 )
 from presence_sdk._errors import translate
+from presence_sdk._events import EventPage, OnlineDay, SessionRecord
 from presence_sdk._exceptions import ConfigurationError, PresenceError
 from presence_sdk._http import OwnedAsyncClient
 from presence_sdk._models import OnlinePage, Presence, StatusCounts
 from presence_sdk._shell import ClientBase, ExitHooks, client_options
+from presence_sdk._watch import DEFAULT_POLL_INTERVAL
 
 __all__ = ["AsyncPresenceClient"]
 
@@ -261,6 +265,59 @@ class AsyncPresenceClient(ClientBase[AsyncClient]):
     async def counts(self) -> StatusCounts:
         """Number of visible users per effective status."""
         return await self._query(queries.counts())
+
+    # -- events and history --------------------------------------------------------
+
+    def watch(
+        self,
+        after_id: int = 0,
+        *,
+        dsn: str | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        page_size: int = 100,
+    ) -> AsyncPresenceWatcher:
+        """Presence events as they happen: ``async for event in presence.watch(saved_id):``.
+
+        Polls ``presence_events_since`` through this client every ``poll_interval``
+        seconds, or LISTENs on a direct connection when ``dsn`` is given. Resumes after
+        ``after_id`` with no event lost or repeated. See
+        :class:`~presence_sdk.AsyncPresenceWatcher`.
+        """
+        if dsn is not None:
+            return AsyncPresenceWatcher(
+                dsn=dsn,
+                after_id=after_id,
+                poll_interval=poll_interval,
+                page_size=page_size,
+                request_timeout=self.config.request_timeout,
+            )
+        return AsyncPresenceWatcher._over(
+            self._query, after_id=after_id, poll_interval=poll_interval, page_size=page_size
+        )
+
+    async def events_since(self, after_id: int = 0, limit: int = 100) -> EventPage:
+        """One page of the event log after ``after_id``; resume from ``page.last_id``."""
+        return await self._query(events.events_since(after_id, limit))
+
+    async def session_history(
+        self,
+        user_id: queries.UserId,
+        start: datetime,
+        end: datetime | None = None,
+        limit: int = 100,
+    ) -> list[SessionRecord]:
+        """A user's sessions overlapping ``[start, end)`` (your own; service key: anyone's)."""
+        return await self._query(events.session_history(user_id, start, end, limit))
+
+    async def online_per_day(
+        self,
+        user_id: queries.UserId,
+        first_day: date,
+        last_day: date,
+        time_zone: str = "UTC",
+    ) -> list[OnlineDay]:
+        """Time a user was online on each day (calendar days in ``time_zone``)."""
+        return await self._query(events.online_per_day(user_id, first_day, last_day, time_zone))
 
     # -- effects ------------------------------------------------------------------
 

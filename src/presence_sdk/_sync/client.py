@@ -12,13 +12,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import httpx
 from supabase import Client, ClientOptions
 
+from presence_sdk import _events as events
 from presence_sdk import _queries as queries
 from presence_sdk._config import PresenceConfig
 from presence_sdk._core import (
@@ -37,12 +38,15 @@ from presence_sdk._core import (
     query_effects,
 )
 from presence_sdk._errors import translate
+from presence_sdk._events import EventPage, OnlineDay, SessionRecord
 from presence_sdk._exceptions import PresenceError
 from presence_sdk._http import OwnedClient
 from presence_sdk._models import OnlinePage, Presence, StatusCounts
 from presence_sdk._shell import ClientBase, ExitHooks, client_options
 from presence_sdk._sync._deadline import run_with_deadline
 from presence_sdk._sync._send import send_call
+from presence_sdk._sync.watcher import PresenceWatcher
+from presence_sdk._watch import DEFAULT_POLL_INTERVAL
 
 __all__ = ["PresenceClient"]
 
@@ -273,6 +277,60 @@ class PresenceClient(ClientBase[Client]):
     def counts(self) -> StatusCounts:
         """Number of visible users per effective status."""
         return self._query(queries.counts())
+
+    # -- events and history --------------------------------------------------------
+
+    def watch(
+        self,
+        after_id: int = 0,
+        *,
+        dsn: str | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        page_size: int = 100,
+    ) -> PresenceWatcher:
+        """Presence events as they happen: ``for event in presence.watch(saved_id):``.
+
+        Polls ``presence_events_since`` through this client (as its user: the events
+        of the users they may see, and their own sessions) every ``poll_interval``
+        seconds, or LISTENs on a direct connection when ``dsn`` is given. Resumes after
+        ``after_id`` with no event lost or repeated. See
+        :class:`~presence_sdk.PresenceWatcher`.
+        """
+        if dsn is not None:
+            return PresenceWatcher(
+                dsn=dsn,
+                after_id=after_id,
+                poll_interval=poll_interval,
+                page_size=page_size,
+                request_timeout=self.config.request_timeout,
+            )
+        return PresenceWatcher._over(
+            self._query, after_id=after_id, poll_interval=poll_interval, page_size=page_size
+        )
+
+    def events_since(self, after_id: int = 0, limit: int = 100) -> EventPage:
+        """One page of the event log after ``after_id``; resume from ``page.last_id``."""
+        return self._query(events.events_since(after_id, limit))
+
+    def session_history(
+        self,
+        user_id: queries.UserId,
+        start: datetime,
+        end: datetime | None = None,
+        limit: int = 100,
+    ) -> list[SessionRecord]:
+        """A user's sessions overlapping ``[start, end)`` (your own; service key: anyone's)."""
+        return self._query(events.session_history(user_id, start, end, limit))
+
+    def online_per_day(
+        self,
+        user_id: queries.UserId,
+        first_day: date,
+        last_day: date,
+        time_zone: str = "UTC",
+    ) -> list[OnlineDay]:
+        """Time a user was online on each day (calendar days in ``time_zone``)."""
+        return self._query(events.online_per_day(user_id, first_day, last_day, time_zone))
 
     # -- effects ------------------------------------------------------------------
 

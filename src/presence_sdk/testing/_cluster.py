@@ -231,6 +231,35 @@ class PostgresCluster:
         assert last_error is not None
         raise last_error
 
+    def restart(self, *, mode: str = "fast") -> None:
+        """Restart the server in place: same data, same port; every connection drops.
+
+        Args:
+            mode: ``pg_ctl`` shutdown mode: ``fast`` (clean) or ``immediate`` (a crash:
+                recovery replays the WAL at startup).
+        """
+        if self.datadir is None or self.bindir is None or self._root is None:
+            msg = "the cluster is not running"
+            raise ClusterError(msg)
+        if mode not in ("fast", "immediate"):
+            msg = f"mode must be 'fast' or 'immediate', not {mode!r}"
+            raise ClusterError(msg)
+        self._run(
+            [
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.datadir),
+                "-l",
+                str(self._root / "server.log"),
+                "-m",
+                mode,
+                "-w",
+                "-t",
+                "60",
+                "restart",
+            ]
+        )
+
     def server_log(self) -> str:
         """Return the server log so far (for failure messages)."""
         if self._root is None:
