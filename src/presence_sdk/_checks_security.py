@@ -47,7 +47,11 @@ PROTECTED_COLUMNS = {
 _READS = (
     ("users", "authenticated", "the presence reads (they run with the caller's rights)"),
     ("user_presence", "authenticated", "the presence reads"),
-    ("presence_config", "authenticated", "the presence reads and presence_settings()"),
+    (
+        "presence_config",
+        "authenticated",
+        "presence_settings() (and, on databases without sessions, the presence reads)",
+    ),
     ("presence_config", "anon", "presence_settings() before sign-in"),
     ("users", "service_role", "server-side presence reads"),
     ("user_presence", "service_role", "server-side presence reads"),
@@ -329,8 +333,9 @@ def check_policies(facts: Facts) -> Iterator[SetupCheck]:
         ]
         if blind:
             problems.append(
-                f"no policy lets {' and '.join(blind)} read public.presence_config: reads "
-                "find no timeout and return nothing, presence_settings() returns null"
+                f"no policy lets {' and '.join(blind)} read public.presence_config: "
+                "presence_settings() returns null (and, on databases without sessions, "
+                "reads find no timeout and return nothing)"
             )
             fixes.append(
                 "DROP POLICY IF EXISTS presence_config_read ON public.presence_config; "

@@ -38,8 +38,8 @@
 --   another user (per-user RPCs) or the caller may not execute the function;
 --   PT409 (HTTP 409) a batch names sessions that belong to other users; 23503 a batch
 --   names unknown users; PT404 (HTTP 404) the user has no public.users row; 40001 a
---   batch raced with another writer (nothing written, retry); 55000 the settings row
---   of public.presence_config is missing.
+--   batch raced with another writer (nothing written, retry); 55000 the
+--   public.presence_config row is missing (with the INSERT that restores it).
 --
 -- Idempotent (IF NOT EXISTS, OR REPLACE, ON CONFLICT DO NOTHING): re-running it changes
 -- nothing. Requires 20240000000001 to 20240000000003.
@@ -158,10 +158,31 @@ CREATE INDEX IF NOT EXISTS presence_sessions_user_id_idx
 
 ALTER TABLE public.presence_sessions ENABLE ROW LEVEL SECURITY;
 
+-- auth.uid() for policies, looked up when a policy runs rather than when it is
+-- created: the migrations also install on plain PostgreSQL, where the auth schema
+-- (Supabase's, or the app's own) may come later. Policies call it as
+-- (SELECT presence_private.caller_id()): once per statement, not per row.
+CREATE OR REPLACE FUNCTION presence_private.caller_id()
+RETURNS uuid
+LANGUAGE plpgsql
+STABLE
+SET search_path = ''
+AS $$
+BEGIN
+    RETURN auth.uid();
+END;
+$$;
+
+COMMENT ON FUNCTION presence_private.caller_id() IS
+    'auth.uid(), resolved at call time (policies reference it, so they can be created before the auth schema exists).';
+
+REVOKE ALL ON FUNCTION presence_private.caller_id() FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION presence_private.caller_id() TO authenticated, service_role;
+
 DROP POLICY IF EXISTS presence_sessions_select_own ON public.presence_sessions;
 CREATE POLICY presence_sessions_select_own ON public.presence_sessions
     FOR SELECT TO authenticated
-    USING (user_id = (SELECT auth.uid()));
+    USING (user_id = (SELECT presence_private.caller_id()));
 
 -- Supabase's default privileges grant the API roles ALL on new tables. Reads only:
 -- every write goes through the functions below, which keep public.users in step.
@@ -219,9 +240,10 @@ DECLARE
 BEGIN
     SELECT c.timeout_seconds INTO seconds FROM public.presence_config AS c;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'presence: the settings row of public.presence_config is missing'
+        -- The same message and repair as the 0.1.0 heartbeat's (migrations 02 and 04).
+        RAISE EXCEPTION 'presence: the public.presence_config row is missing, so no presence can be recorded or read'
             USING ERRCODE = '55000',
-                  HINT = 'Restore it with INSERT INTO public.presence_config DEFAULT VALUES; (or re-run migration 20240000000001_add_heartbeat).';
+                  HINT = 'As postgres (Supabase SQL editor), restore the default timings: INSERT INTO public.presence_config (singleton) VALUES (true) ON CONFLICT (singleton) DO NOTHING; then adjust them with public.presence_configure() if needed.';
     END IF;
     RETURN now() - make_interval(secs => seconds);
 END;
@@ -321,6 +343,14 @@ COMMENT ON VIEW presence_private.user_presence_now IS
 --   arrays, for which a custom plan always looks cheaper than the generic one, so
 --   PostgreSQL would re-plan every statement on every call; planning these statements
 --   costs several times what running them does.
+-- * jit = off (here, on the batch RPCs, and on the event log's session-end trigger):
+--   their statements are estimated in proportion to the batch and the tables (a
+--   10,000-session batch on 1M users: 145k to 195k; 100,000 sessions timing out at
+--   once: 970k), past jit_above_cost (100k), so PostgreSQL would compile them to
+--   machine code on every call: that takes longer than running them (index lookups
+--   and small joins), and adds inlining and optimization past 500k. The sweep's own
+--   statements stay far below (a scan of the live sessions); what it calls is covered
+--   here.
 CREATE OR REPLACE FUNCTION presence_private.sync_users(
     user_ids uuid[],
     seen_at timestamptz[] DEFAULT NULL
@@ -330,6 +360,7 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
 SET plan_cache_mode = force_generic_plan
+SET jit = off
 AS $$
 DECLARE
     live_after timestamptz;
@@ -568,9 +599,14 @@ BEGIN
     END IF;
 
     -- Losing a beat in a crash is harmless (the next one comes within seconds), so do
-    -- not wait for the WAL flush. set_config(..., true) lasts until the end of the
-    -- caller's transaction: PostgREST runs each request in its own.
-    PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
+    -- not wait for the WAL flush. The setting holds until the end of the transaction
+    -- and applies to its COMMIT, so it is only taken when this is the transaction's
+    -- first write (no transaction id yet), as in PostgREST's one-call transactions: a
+    -- caller's earlier writes keep the durability they asked for (as migration 04's
+    -- heartbeat does).
+    IF pg_catalog.pg_current_xact_id_if_assigned() IS NULL THEN
+        PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
+    END IF;
 
     -- Steady? Also reads what the user's row says (same statement, one probe each).
     UPDATE public.presence_sessions AS s
@@ -930,6 +966,7 @@ RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
+SET jit = off
 AS $$
 DECLARE
     beat_at timestamptz := now();
@@ -1137,7 +1174,11 @@ BEGIN
                   HINT = 'Track only users that exist in public.users.';
     END IF;
 
-    PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
+    -- Asynchronous commit, only when these beats are the transaction's first write
+    -- (see presence_private.beat).
+    IF pg_catalog.pg_current_xact_id_if_assigned() IS NULL THEN
+        PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
+    END IF;
 
     -- 4. Users about to get their first session keep their live 0.1.0 presence.
     IF new_users IS NOT NULL THEN
@@ -1211,6 +1252,7 @@ RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
+SET jit = off
 AS $$
 DECLARE
     ended_at timestamptz := now();
@@ -1309,13 +1351,24 @@ BEGIN
         ended_beats
     );
 
-    IF to_regprocedure('public.presence_prune_job_history(integer)') IS NOT NULL THEN
-        PERFORM public.presence_prune_job_history();
-    END IF;
+    -- Housekeeping must never make the sweep fail (as in migration 04): a failed prune
+    -- is logged and the next run tries again (verify reports a history that keeps
+    -- growing).
+    BEGIN
+        IF to_regprocedure('public.presence_prune_job_history(integer)') IS NOT NULL THEN
+            PERFORM public.presence_prune_job_history();
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'presence: could not prune cron.job_run_details: %', SQLERRM;
+    END;
     -- The event log's retention (migration 20240000000006_events), when installed.
-    IF to_regprocedure('public.presence_prune_events(integer)') IS NOT NULL THEN
-        PERFORM public.presence_prune_events(10000);
-    END IF;
+    BEGIN
+        IF to_regprocedure('public.presence_prune_events(integer)') IS NOT NULL THEN
+            PERFORM public.presence_prune_events(10000);
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'presence: could not prune public.presence_events: %', SQLERRM;
+    END;
     RETURN changed;
 END;
 $$;

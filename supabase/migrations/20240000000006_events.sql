@@ -45,7 +45,7 @@
 --   caller may not execute the function / read the log.
 --
 -- Idempotent (IF NOT EXISTS, OR REPLACE, guarded DO blocks). Requires
--- 20240000000004_sessions (public.presence_sessions, presence_private).
+-- 20240000000005_sessions (public.presence_sessions, presence_private).
 --
 -- Rollback (supabase/rollbacks/20240000000006_events.sql):
 --   DROP TRIGGER IF EXISTS presence_events_session_insert, ..._session_update,
@@ -147,8 +147,9 @@ DROP POLICY IF EXISTS presence_events_select ON public.presence_events;
 CREATE POLICY presence_events_select ON public.presence_events
     FOR SELECT TO authenticated
     USING (
-        user_id = (SELECT auth.uid())
-        OR (session_id IS NULL AND presence_private.can_see_events((SELECT auth.uid()), user_id))
+        user_id = (SELECT presence_private.caller_id())
+        OR (session_id IS NULL
+            AND presence_private.can_see_events((SELECT presence_private.caller_id()), user_id))
     );
 
 -- ------------------------------------------------------------------------------------
@@ -249,11 +250,16 @@ END;
 $$;
 
 -- Sessions that ended (DELETE): session_end with its reason.
+-- jit = off: the sweep ending many sessions at once (e.g. after a server of the app
+-- went away) makes its statement look expensive (100,000 sessions: ~970k), and JIT
+-- compilation with inlining and optimization would cost more than running it (see
+-- presence_private.sync_users).
 CREATE OR REPLACE FUNCTION presence_private.log_sessions_ended()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
+SET jit = off
 AS $$
 DECLARE
     timeout interval := presence_private.timeout();

@@ -5,10 +5,10 @@
 --    keeps meaning the same: status = the aggregate of the live sessions (offline if
 --    none), last_heartbeat = the latest beat, online_since = the start of the earliest
 --    live session. Live users stay online; their 0.1.0 clients keep beating the row.
--- 2. Restores the definitions migration 4 replaced (user_presence, presence_heartbeat,
+-- 2. Restores the definitions migration 5 replaced (user_presence, presence_heartbeat,
 --    presence_leave, presence_list_online, presence_counts,
 --    mark_inactive_users_offline), as saved in presence_private.replaced_definitions.
--- 3. Drops what migration 4 added. Session details (devices, metadata) are lost: the
+-- 3. Drops what migration 5 added. Session details (devices, metadata) are lost: the
 --    0.1.0 schema has no place for them.
 --
 -- A rollback removes what its migration added, so dropping is its purpose.
@@ -94,5 +94,7 @@ DROP FUNCTION IF EXISTS presence_private.max_batch();
 DROP FUNCTION IF EXISTS presence_private.max_sessions_per_user();
 DROP TABLE IF EXISTS presence_private.replaced_definitions;
 DROP TABLE IF EXISTS public.presence_sessions;
+-- After the table: its policy calls it.
+DROP FUNCTION IF EXISTS presence_private.caller_id();
 -- RESTRICT: fails rather than drop anything someone else put there.
 DROP SCHEMA IF EXISTS presence_private RESTRICT;

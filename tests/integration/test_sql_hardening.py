@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from sql_support import (
     HAND_MADE_USERS,
     denied,
@@ -452,6 +453,68 @@ def test_a_failing_prune_never_fails_the_sweep(presence_db: PresenceDatabase) ->
     assert presence_db.query("SELECT public.mark_inactive_users_offline() AS n") == [{"n": 1}]
 
 
+@pytest.mark.parametrize(
+    ("prune", "what"),
+    [
+        ("presence_prune_job_history", "cron.job_run_details"),
+        ("presence_prune_events", "public.presence_events"),  # migration 6's retention
+    ],
+)
+def test_a_prune_that_raises_never_fails_the_sweep(
+    presence_db: PresenceDatabase, prune: str, what: str
+) -> None:
+    presence_db.query(
+        f"CREATE OR REPLACE FUNCTION public.{prune}(max_rows integer DEFAULT 1) RETURNS integer "
+        "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk on fire'; END $$"
+    )
+    user = presence_db.create_user()
+    session = str(uuid.uuid4())
+    presence_db.rpc("presence_session_beat", {"session_id": session}, user_id=user)
+    presence_db.query(
+        "UPDATE public.presence_sessions SET last_beat = now() - interval '1 hour', "
+        "started_at = now() - interval '2 hours'"
+    )
+    warnings: list[str] = []
+    with presence_db.connect() as conn:
+        conn.add_notice_handler(lambda diag: warnings.append(diag.message_primary or ""))
+        swept = conn.execute("SELECT public.mark_inactive_users_offline()").fetchone()
+    assert swept == (1,)  # the session ended and the user went offline all the same
+    assert warnings == [f"presence: could not prune {what}: disk on fire"]
+    assert presence_db.rpc("presence_is_online", {"user_id": user}, user_id=user) is False
+    assert presence_db.query("SELECT count(*) AS n FROM public.presence_sessions") == [{"n": 0}]
+
+
+@pytest.mark.parametrize(
+    ("rpc", "params", "role"),
+    [
+        ("presence_heartbeat", {}, "authenticated"),
+        ("presence_session_beat", {"session_id": "6a1f2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b"},
+         "authenticated"),
+        ("presence_leave", {}, "authenticated"),
+        ("presence_is_online", {"user_id": None}, "authenticated"),
+        ("presence_track_beat", {"sessions": [
+            {"session_id": "6a1f2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b", "user_id": None}]},
+         "service_role"),
+    ],
+)  # fmt: skip
+def test_a_missing_config_row_is_named_as_such_by_every_rpc(
+    presence_db: PresenceDatabase, rpc: str, params: dict[str, Any], role: str
+) -> None:
+    """Migration 5 redefines the beats and reads: each keeps 02/04's message and repair
+    (reads too: a user online through a session must not silently read offline)."""
+    user = presence_db.create_user()
+    presence_db.rpc("presence_session_beat", {"session_id": str(uuid.uuid4())}, user_id=user)
+    filled = json.loads(json.dumps(params).replace("null", json.dumps(user)))
+    presence_db.query("DELETE FROM public.presence_config")
+    with pytest.raises(PostgRESTError) as raised:
+        presence_db.rpc(rpc, filled, user_id=user, role=role)
+    err = raised.value
+    assert (err.status, err.code) == (500, "55000"), err
+    assert "public.presence_config row is missing" in err.message
+    assert err.hint is not None
+    assert "restore the default timings: INSERT INTO public.presence_config" in err.hint
+
+
 # -- small items --------------------------------------------------------------------
 
 
@@ -493,29 +556,47 @@ def test_a_missing_config_row_is_named_as_such(presence_db: PresenceDatabase) ->
     assert ghost.value.code == "PT404"
 
 
-def synchronous_commit_after_a_beat(db: PresenceDatabase, user: str, *, write_first: bool) -> str:
+#: Every RPC that beats, as (role, statement): the 0.1.0 heartbeat, the per-session
+#: beat (migration 5) and the service-role batch.
+BEATS = {
+    "presence_heartbeat": ("authenticated", "SELECT public.presence_heartbeat('online')"),
+    "presence_session_beat": (
+        "authenticated",
+        "SELECT public.presence_session_beat('6a1f2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b')",
+    ),
+    "presence_track_beat": (
+        "service_role",
+        "SELECT public.presence_track_beat(jsonb_build_array(jsonb_build_object("
+        "'session_id', '6a1f2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b', 'user_id', %(user)s::text)))",
+    ),
+}
+
+
+def synchronous_commit_after_a_beat(
+    db: PresenceDatabase, user: str, *, write_first: bool, rpc: str = "presence_heartbeat"
+) -> str:
     """PostgREST's transaction shape, optionally after a write of the caller's own."""
+    role, statement = BEATS[rpc]
+    claims = {"role": role} | ({"sub": user} if role == "authenticated" else {})
     with db.connect() as conn, conn.transaction():
         # What the caller asked for (the test cluster itself runs with it off).
         conn.execute("SET LOCAL synchronous_commit = on")
         if write_first:
             conn.execute("INSERT INTO public.presence_test_log VALUES ('important')")
-        conn.execute("SET LOCAL ROLE authenticated")
-        conn.execute(
-            "SELECT set_config('request.jwt.claims', %s, true)",
-            (json.dumps({"role": "authenticated", "sub": user}),),
-        )
-        conn.execute("SELECT public.presence_heartbeat('online')")
+        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
+        conn.execute("SELECT set_config('request.jwt.claims', %s, true)", (json.dumps(claims),))
+        conn.execute(statement, {"user": user} if "%(user)s" in statement else None)
         row = conn.execute("SHOW synchronous_commit").fetchone()
     assert row is not None
     return str(row[0])
 
 
+@pytest.mark.parametrize("rpc", BEATS)
 def test_async_commit_is_taken_only_when_the_beat_is_the_first_write(
-    presence_db: PresenceDatabase,
+    presence_db: PresenceDatabase, rpc: str
 ) -> None:
     presence_db.query("CREATE TABLE public.presence_test_log (note text)")
     user = presence_db.create_user()
-    assert synchronous_commit_after_a_beat(presence_db, user, write_first=False) == "off"
-    assert synchronous_commit_after_a_beat(presence_db, user, write_first=True) == "on"
+    assert synchronous_commit_after_a_beat(presence_db, user, write_first=False, rpc=rpc) == "off"
+    assert synchronous_commit_after_a_beat(presence_db, user, write_first=True, rpc=rpc) == "on"
     assert presence_db.query("SELECT note FROM public.presence_test_log") == [{"note": "important"}]

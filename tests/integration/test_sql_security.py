@@ -359,4 +359,9 @@ def test_security_definer_functions_pin_an_empty_search_path(
     )
     assert internal
     assert all('search_path=""' in r["proconfig"] for r in internal), internal
-    assert all(r["proconfig"] == ['search_path=""'] for r in rows), rows
+    assert all('search_path=""' in r["proconfig"] for r in rows), rows
+    # The only other setting: no JIT compilation of the batch paths (migration 5).
+    assert {r["proname"]: r["proconfig"] for r in rows if r["proconfig"] != ['search_path=""']} == {
+        "presence_track_beat": ['search_path=""', "jit=off"],
+        "presence_track_end": ['search_path=""', "jit=off"],
+    }

@@ -1,4 +1,4 @@
-"""The service-role batch API (migration 4): presence_track_beat / presence_track_end.
+"""The service-role batch API (migration 5): presence_track_beat / presence_track_end.
 
 The 10,000-session round trip goes over HTTP into the PostgREST emulator
 (``PostgRESTEmulator.handle`` behind an httpx transport, service_role key), the way a
@@ -188,6 +188,25 @@ def test_ending_unknown_sessions_is_a_no_op(presence_db: PresenceDatabase) -> No
     assert end(presence_db, [new_id(), new_id()])["count"] == 0
     assert end(presence_db, [])["count"] == 0
     assert table_hash(presence_db) == before
+
+
+def test_batch_paths_are_never_jit_compiled(presence_db: PresenceDatabase) -> None:
+    """Their statements are estimated in proportion to the batch and the tables (a
+    10,000-session batch on 1M users: 145k-195k; 100,000 sessions timing out at once:
+    ~970k), past jit_above_cost: compiling takes longer than running them."""
+    rows = presence_db.query(
+        "SELECT p.oid::regprocedure::text AS fn, p.proconfig FROM pg_proc AS p "
+        "WHERE p.oid = ANY (ARRAY[%s, %s, %s, %s]::regprocedure[]) ORDER BY 1",
+        (
+            "public.presence_track_beat(jsonb)",
+            "public.presence_track_end(uuid[])",
+            "presence_private.sync_users(uuid[], timestamptz[])",
+            "presence_private.log_sessions_ended()",
+        ),
+    )
+    assert len(rows) == 4
+    for row in rows:
+        assert "jit=off" in row["proconfig"], row
 
 
 def test_a_batch_keeps_live_0_1_0_presence(presence_db: PresenceDatabase) -> None:

@@ -33,6 +33,7 @@ FUNCTION_GRANTS = {
     "public.presence_track_end(uuid[])": (False, False, True),
     # Internals: only the owner, except the read helper the invoker views call.
     "presence_private.live_after()": (False, True, True),
+    "presence_private.caller_id()": (False, True, True),  # the policies call it
     "presence_private.sync_users(uuid[], timestamptz[])": (False, False, False),
     "presence_private.adopt_legacy(uuid[])": (False, False, False),
     "presence_private.evict_over_cap(uuid[])": (False, False, False),
