@@ -15,6 +15,7 @@ from typing import Any
 from presence_sdk._models import SetupCheck
 from presence_sdk._verify_facts import (
     ANON_FUNCTIONS,
+    BATCH_FUNCTIONS,
     CLIENT_FUNCTIONS,
     PRIVILEGED_FUNCTIONS,
     SERVICE_FUNCTIONS,
@@ -56,7 +57,23 @@ _READS = (
     ("users", "service_role", "server-side presence reads"),
     ("user_presence", "service_role", "server-side presence reads"),
     ("presence_config", "service_role", "server-side presence reads"),
+    ("presence_sessions", "authenticated", "presence_my_sessions() (a user's own devices)"),
+    ("presence_events", "authenticated", "presence_events_since(), watch() and the history"),
+    ("presence_events", "service_role", "watch() and the history with the service key"),
 )
+#: Roles that must be able to use schema presence_private (several reads name its
+#: helpers and run with the caller's rights).
+_PRIVATE_USERS = ("authenticated", "service_role")
+#: What a client could do with write privileges on each relation (TRUNCATE, for one,
+#: ignores row level security).
+_WRITES = {
+    "presence_config": "TRUNCATE or change the timings, which change only through "
+    "presence_configure()",
+    "user_presence": "write through the view",
+    "presence_sessions": "forge or wipe anyone's sessions, which change only through "
+    "the presence functions",
+    "presence_events": "forge or erase presence history, which only the log's triggers write",
+}
 _WRITE_PRIVILEGES = ("INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 _SAFE_SEARCH_PATH = 'search_path=""'
 
@@ -83,18 +100,26 @@ def check_privileged_functions(facts: Facts) -> Iterator[SetupCheck]:
             continue
         exposed = [role for role in ("anon", "authenticated") if facts.can_execute(name, role)]
         check = f"security.{name}"
+        batch = name in BATCH_FUNCTIONS
         if exposed:
             yield failed(
                 check,
                 f"{name} is executable by {' and '.join(exposed)}: anyone with the "
-                "public API key can call it through the REST API",
+                "public API key can call it through the REST API"
+                + (" and beat or end the sessions of any user" if batch else ""),
                 f"REVOKE EXECUTE ON FUNCTION {facts.signature(name)} "
-                "FROM PUBLIC, anon, authenticated;",
+                "FROM PUBLIC, anon, authenticated;"
+                + (
+                    f" GRANT EXECUTE ON FUNCTION {facts.signature(name)} TO service_role;"
+                    if batch and not facts.can_execute(name, "service_role")
+                    else ""
+                ),
             )
         elif name in SERVICE_FUNCTIONS and not facts.can_execute(name, "service_role"):
             yield failed(
                 check,
-                f"{name} is not executable by service_role",
+                f"{name} is not executable by service_role"
+                + (": the trackers' batches fail with permission denied" if batch else ""),
                 f"GRANT EXECUTE ON FUNCTION {facts.signature(name)} TO service_role;",
             )
         else:
@@ -147,6 +172,10 @@ def _definer_functions(facts: Facts) -> Iterator[tuple[str, str, object]]:
     for name, fn in sorted(facts.functions.items()):
         if fn.get("exists") and fn.get("security_definer") and "config" in fn:
             yield name, facts.signature(name), fn.get("config")
+    for fn in facts.private_functions:  # presence_private (sessions, the event log)
+        signature = str(fn.get("name"))
+        if fn.get("security_definer"):
+            yield signature.split("(", 1)[0], signature, fn.get("config")
     trigger = facts.raw.get("signup_trigger")
     if (
         isinstance(trigger, Mapping)
@@ -246,13 +275,34 @@ def check_reads(facts: Facts) -> Iterator[SetupCheck]:
             continue  # no such role (plain PostgreSQL), no such relation, or fine
         missing.setdefault(relation, []).append(role)
         broken.append(f"{role} cannot SELECT public.{relation} ({what} fail)")
-    if missing:
+    usage = get(facts.private_schema, "usage")
+    no_usage = [
+        role
+        for role in _PRIVATE_USERS
+        if isinstance(usage, Mapping) and role in usage and not usage[role]
+    ]
+    if no_usage:
+        broken.append(
+            f"{' and '.join(no_usage)} cannot use schema presence_private "
+            "(presence_counts(), presence_list_online(), presence_my_sessions(), the event "
+            "and history reads call its helpers by name: they fail)"
+        )
+    if missing or no_usage:
         yield failed(
             "security.reads",
             "; ".join(broken) + ": permission denied",
             " ".join(
-                f"GRANT SELECT ON TABLE public.{relation} TO {', '.join(roles)};"
-                for relation, roles in missing.items()
+                [
+                    *(
+                        f"GRANT SELECT ON TABLE public.{relation} TO {', '.join(roles)};"
+                        for relation, roles in missing.items()
+                    ),
+                    *(
+                        [f"GRANT USAGE ON SCHEMA presence_private TO {', '.join(no_usage)};"]
+                        if no_usage
+                        else []
+                    ),
+                ]
             ),
         )
     else:
@@ -260,19 +310,19 @@ def check_reads(facts: Facts) -> Iterator[SetupCheck]:
 
 
 def check_writes(facts: Facts) -> Iterator[SetupCheck]:
-    """anon and authenticated cannot change presence_config or the view."""
+    """anon and authenticated cannot change the timings, the view, sessions or the log."""
     if not isinstance(facts.raw.get("relations"), Mapping):
         return
     found: list[str] = []
     fixes: list[str] = []
-    for relation in ("presence_config", "user_presence"):
+    for relation, harm in _WRITES.items():
         roles = [
             role
             for role in ("anon", "authenticated")
             if set(facts.privileges(relation, role) or ()) & set(_WRITE_PRIVILEGES)
         ]
         if roles:
-            found.append(f"{' and '.join(roles)} may change public.{relation}")
+            found.append(f"{' and '.join(roles)} may change public.{relation} ({harm})")
             fixes.append(
                 f"REVOKE {', '.join(_WRITE_PRIVILEGES)} ON TABLE public.{relation} "
                 f"FROM PUBLIC, {', '.join(roles)};"
@@ -280,12 +330,15 @@ def check_writes(facts: Facts) -> Iterator[SetupCheck]:
     if found:
         yield failed(
             "security.writes",
-            "; ".join(found) + " (e.g. TRUNCATE the timings, which row level security "
-            "does not stop): the timings change only through presence_configure()",
+            "; ".join(found) + ": row level security does not stop TRUNCATE, and the "
+            "presence functions are the only writers",
             " ".join(fixes),
         )
     else:
-        yield passed("security.writes", "the API roles can only read the timings and the view")
+        yield passed(
+            "security.writes",
+            "the API roles can only read the timings, the view, sessions and the log",
+        )
 
 
 def _readable_by(policies: list[Mapping[str, Any]], role: str) -> bool:

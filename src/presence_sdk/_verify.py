@@ -8,7 +8,8 @@ connection) and call in here, so the sync and async flavours judge identically.
 
 The judge is a table: :data:`CHECKS` lists small per-area check functions (schema in
 :mod:`presence_sdk._checks_schema`, security in :mod:`presence_sdk._checks_security`,
-pg_cron and the job in :mod:`presence_sdk._checks_cron`), each a function from the
+pg_cron and the job in :mod:`presence_sdk._checks_cron`, sessions and the event log in
+:mod:`presence_sdk._checks_sessions`), each a function from the
 report's :class:`~presence_sdk._verify_facts.Facts` to findings. Adding a finding is
 adding one function to one of those modules and to the list below.
 
@@ -26,6 +27,7 @@ from typing import Any
 from presence_sdk import _checks_cron as cron
 from presence_sdk import _checks_schema as schema
 from presence_sdk import _checks_security as security
+from presence_sdk import _checks_sessions as sessions
 from presence_sdk._models import SetupCheck, SetupReport
 from presence_sdk._schedule import Schedule, parse_schedule
 from presence_sdk._sql import migrations
@@ -61,6 +63,9 @@ CHECKS: tuple[Check, ...] = (
     schema.check_users_table,
     schema.check_settings,
     security.check_rls,
+    sessions.check_sessions,
+    sessions.check_events,
+    sessions.check_tables_rls,
     security.check_privileged_functions,
     security.check_client_api,
     security.check_anon_api,
@@ -69,6 +74,7 @@ CHECKS: tuple[Check, ...] = (
     security.check_reads,
     security.check_writes,
     security.check_policies,
+    sessions.check_event_triggers,
     schema.check_signup_trigger,
     cron.check_pg_cron,
     cron.check_job,

@@ -22,6 +22,7 @@ from presence_sdk._schedule import Schedule, parse_schedule
 from presence_sdk._sql import migrations
 
 __all__ = [
+    "BATCH_FUNCTIONS",
     "CLIENT_FUNCTIONS",
     "MIGRATE_CMD",
     "MIGRATE_HINT",
@@ -38,6 +39,8 @@ __all__ = [
     "report_time",
 ]
 
+#: The service-role batch RPCs of the trackers: they beat and end sessions of any user.
+BATCH_FUNCTIONS = ("presence_track_beat", "presence_track_end")
 #: Functions only the owner/service may run: never executable by anon/authenticated.
 PRIVILEGED_FUNCTIONS = (
     "mark_inactive_users_offline",
@@ -45,6 +48,9 @@ PRIVILEGED_FUNCTIONS = (
     "presence_configure",
     "presence_schedule_sweep",
     "presence_prune_job_history",
+    *BATCH_FUNCTIONS,
+    "presence_prune_events",
+    "presence_configure_events",
 )
 #: Functions the SDK calls as a signed-in user (``authenticated`` must execute them).
 CLIENT_FUNCTIONS = (
@@ -55,11 +61,18 @@ CLIENT_FUNCTIONS = (
     "presence_is_online",
     "presence_list_online",
     "presence_counts",
+    "presence_session_beat",
+    "presence_session_leave",
+    "presence_my_sessions",
+    "presence_events_since",
+    "presence_session_history",
+    "presence_online_per_day",
 )
 #: The one client function anon needs: the timings, read before signing in.
 ANON_FUNCTIONS = ("presence_settings",)
-#: Functions the service role calls (the sweep by hand, verify_setup over HTTP).
-SERVICE_FUNCTIONS = ("mark_inactive_users_offline", "presence_setup_report")
+#: Functions the service role calls (the sweep by hand, verify_setup over HTTP, the
+#: trackers' batches).
+SERVICE_FUNCTIONS = ("mark_inactive_users_offline", "presence_setup_report", *BATCH_FUNCTIONS)
 
 MIGRATE_CMD = (
     "`presence-sdk migrate --dsn <DATABASE_URL>`, or `supabase db push` with the files "
@@ -97,6 +110,8 @@ class ExpectedSetup:
         job_command: The command the migration schedules.
         signatures: Function name -> full signature (``public.f(integer)``).
         security_definer: Names of the functions created ``SECURITY DEFINER``.
+        triggers: Trigger name -> the ``CREATE TRIGGER`` statement that makes it.
+        trigger_migrations: Trigger name -> the migration (name) that creates it.
     """
 
     schema_version: int
@@ -105,11 +120,14 @@ class ExpectedSetup:
     job_command: str
     signatures: Mapping[str, str]
     security_definer: frozenset[str]
+    triggers: Mapping[str, str]
+    trigger_migrations: Mapping[str, str]
 
 
 _SCHEMA_VERSION = re.compile(r"'schema_version'\s*,\s*(\d+)")
 _JOB = re.compile(r"cron\.schedule\(\s*'(?P<name>[^']+)'\s*,\s*\w+\s*,\s*'(?P<command>[^']+)'\s*\)")
 _SIGNATURE = re.compile(r"\(\s*'(?P<name>\w+)'\s*,\s*'(?P<sig>public\.\w+\([^)]*\))'\s*\)")
+_TRIGGER = re.compile(r"^\s*CREATE\s+TRIGGER\s+(?P<name>\w+)\b[^;]*;", re.MULTILINE)
 _FUNCTION = re.compile(
     r"CREATE\s+OR\s+REPLACE\s+FUNCTION\s+public\.(?P<name>\w+)\s*"
     r"\((?:[^()]|\([^()]*\))*\)(?P<header>.*?)\bAS\s+\$",
@@ -124,12 +142,17 @@ def expected_setup() -> ExpectedSetup:
     job: tuple[str, str] | None = None
     signatures: dict[str, str] = {}
     definer: dict[str, bool] = {}
+    triggers: dict[str, tuple[str, str]] = {}
     for migration in migrations():  # oldest first: later definitions win
         for match in _SCHEMA_VERSION.finditer(migration.up):
             version = (int(match[1]), migration.filename)
         if (found := _JOB.search(migration.up)) is not None:
             job = (found["name"], found["command"])
         signatures.update((m["name"], m["sig"]) for m in _SIGNATURE.finditer(migration.up))
+        triggers.update(
+            (m["name"], (" ".join(m[0].split()), migration.name))
+            for m in _TRIGGER.finditer(migration.up)
+        )
         for fn in _FUNCTION.finditer(migration.up):
             definer[fn["name"]] = (
                 re.search(r"\bSECURITY\s+DEFINER\b", fn["header"], re.I) is not None
@@ -144,6 +167,8 @@ def expected_setup() -> ExpectedSetup:
         job_command=job[1],
         signatures=signatures,
         security_definer=frozenset(name for name, yes in definer.items() if yes),
+        triggers={name: statement for name, (statement, _) in triggers.items()},
+        trigger_migrations={name: origin for name, (_, origin) in triggers.items()},
     )
 
 
@@ -230,6 +255,31 @@ class Facts:
         """Row level security policies of public.<relation>."""
         found = get(self.relation(relation), "policies")
         return [p for p in found if isinstance(p, Mapping)] if isinstance(found, list) else []
+
+    def has_relation_entry(self, name: str) -> bool | None:
+        """Whether the report describes public.<name> at all (None: no relations section,
+        an older report that ``schema.report`` names). A report without the entry
+        predates the object: the database's presence SQL is an older version."""
+        relations = self.raw.get("relations")
+        return name in relations if isinstance(relations, Mapping) else None
+
+    @cached_property
+    def private_schema(self) -> Mapping[str, Any] | None:
+        """The ``private_schema`` section (schema presence_private), if reported."""
+        section = self.raw.get("private_schema")
+        return section if isinstance(section, Mapping) else None
+
+    @cached_property
+    def private_functions(self) -> list[Mapping[str, Any]]:
+        """The functions in presence_private (``name`` is their regprocedure text)."""
+        found = get(self.private_schema, "functions")
+        return [f for f in found if isinstance(f, Mapping)] if isinstance(found, list) else []
+
+    @cached_property
+    def event_triggers(self) -> list[Mapping[str, Any]] | None:
+        """The event log's triggers (name, table, exists, enabled), if reported."""
+        found = self.raw.get("event_triggers")
+        return [t for t in found if isinstance(t, Mapping)] if isinstance(found, list) else None
 
     @cached_property
     def timeout(self) -> int | None:

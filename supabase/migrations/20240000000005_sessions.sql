@@ -80,7 +80,7 @@ CREATE TABLE IF NOT EXISTS presence_private.replaced_definitions (
 );
 
 COMMENT ON TABLE presence_private.replaced_definitions IS
-    'Definitions of 0.1.0 objects replaced by migration 20240000000005_sessions; its rollback restores them.';
+    'Definitions of 0.1.0 objects replaced by migrations 20240000000005_sessions and 20240000000006_events; their rollbacks restore them.';
 
 REVOKE ALL ON TABLE presence_private.replaced_definitions FROM PUBLIC, anon, authenticated, service_role;
 

@@ -1,7 +1,9 @@
 -- Rollback of 20240000000006_events. Idempotent. Run the rollbacks of later migrations
 -- first.
 --
--- Drops the event log with its triggers, RPCs and helpers, and the retention setting.
+-- Drops the event log with its triggers, RPCs and helpers, and the retention setting,
+-- and puts back the setup report it replaced (schema_version 3, saved by the migration
+-- in presence_private.replaced_definitions).
 -- The events themselves are lost: export public.presence_events first if you need them.
 -- Presence itself (public.users, public.presence_sessions) is untouched, and the sweep
 -- keeps working (it calls the pruning only while it exists).
@@ -56,3 +58,25 @@ END;
 $$;
 
 ALTER TABLE public.presence_config DROP COLUMN IF EXISTS events_retention_days;
+
+DO $$
+DECLARE
+    saved record;
+BEGIN
+    IF to_regclass('presence_private.replaced_definitions') IS NULL THEN
+        RETURN;
+    END IF;
+    FOR saved IN
+        SELECT d.ddl, d.comment_ddl
+        FROM presence_private.replaced_definitions AS d
+        WHERE d.object = 'public.presence_setup_report()'
+    LOOP
+        EXECUTE saved.ddl;
+        IF saved.comment_ddl IS NOT NULL THEN
+            EXECUTE saved.comment_ddl;
+        END IF;
+    END LOOP;
+    DELETE FROM presence_private.replaced_definitions AS d
+    WHERE d.object = 'public.presence_setup_report()';
+END;
+$$;

@@ -13,6 +13,7 @@ import respx
 from cron_support import effective_period, schedule_detail
 
 from presence_sdk._sql import migrations
+from presence_sdk._verify_facts import expected_setup
 from presence_sdk.cli import EXIT_OK, EXIT_PROBLEMS, EXIT_UNREACHABLE, main
 from presence_sdk.testing import PresenceDatabase, PresenceTestServer, install_supabase_shim
 
@@ -118,7 +119,7 @@ def test_verify_json_from_database_url(
     data = json.loads(out)
     assert data["ok"] is False
     assert [c["name"] for c in data["checks"] if not c["ok"]] == ["pg_cron"]
-    assert data["schema_version"] == 3
+    assert data["schema_version"] == expected_setup().schema_version
 
 
 def test_verify_over_the_rest_api(

@@ -112,6 +112,29 @@ def test_rollback_newest_first_removes_everything_and_reapply_works(
         assert snapshot(conn) == applied
 
 
+@pytest.mark.parametrize(
+    "migration", [m for m in migrations() if m.name != "base_schema"], ids=lambda m: m.version
+)
+def test_rolling_back_a_migration_leaves_what_the_files_before_it_install(
+    presence_server: PresenceTestServer, migration: Migration
+) -> None:
+    """Drift guard for rollbacks that put definitions back (the sessions and events
+    rollbacks restore the functions and the setup report they replaced)."""
+    earlier = [m.up for m in migrations() if m.version < migration.version]
+    with presence_server.database(template=None) as db, db.connect() as conn:
+        install_supabase_shim(conn)
+        for script in [schema_sql(), *earlier]:
+            conn.execute(script)
+        wanted = snapshot(conn)
+    with presence_server.database(template=None) as db, db.connect() as conn:
+        install_supabase_shim(conn)
+        for script in [schema_sql(), *earlier, migration.up]:
+            conn.execute(script)
+        db.create_user(status="away", last_heartbeat="now")
+        conn.execute(migration.down)
+        assert snapshot(conn) == wanted
+
+
 def test_migration_rollback_keeps_users_and_reapply_restores_the_api(
     empty_db: PresenceDatabase,
 ) -> None:

@@ -139,7 +139,7 @@ def test_service_role_may_sweep_and_report_but_not_reconfigure(
     assert presence_db.rpc("mark_inactive_users_offline", role="service_role") == 1
     assert presence_row(presence_db, user)["status"] == "offline"
     report = presence_db.rpc("presence_setup_report", role="service_role")
-    assert report["schema_version"] == 3
+    assert report["schema_version"] == 4
     for fn, params in OWNER_ONLY.items():
         err = expect_error(presence_db, fn, params, role="service_role")
         assert (err.status, err.code) == (403, "42501")
@@ -152,19 +152,30 @@ def test_setup_report_lists_the_grants(presence_db: PresenceDatabase) -> None:
     nobody = {"anon": False, "authenticated": False, "service_role": False}
     service = {"anon": False, "authenticated": False, "service_role": True}
     users = {"anon": False, "authenticated": True, "service_role": True}
+    signed_in = {"anon": False, "authenticated": True, "service_role": False}
     assert grants == {
         "mark_inactive_users_offline": service,
         "presence_configure": nobody,
+        "presence_configure_events": nobody,
         "presence_counts": users,
+        "presence_events_since": users,
         "presence_get": users,
         "presence_heartbeat": users,
         "presence_is_online": users,
         "presence_leave": users,
         "presence_list_online": users,
+        "presence_my_sessions": signed_in,
+        "presence_online_per_day": users,
+        "presence_prune_events": service,
         "presence_prune_job_history": nobody,
         "presence_schedule_sweep": nobody,
+        "presence_session_beat": signed_in,
+        "presence_session_history": users,
+        "presence_session_leave": signed_in,
         "presence_settings": {"anon": True, "authenticated": True, "service_role": True},
         "presence_setup_report": service,
+        "presence_track_beat": service,
+        "presence_track_end": service,
     }
     assert report["users_table"]["rls_enabled"] is True
 

@@ -170,6 +170,7 @@ def test_the_migration_reruns_on_its_own_without_changing_anything(
         "public.presence_list_online(integer,uuid)",
         "public.presence_counts()",
         "public.mark_inactive_users_offline()",
+        "public.presence_setup_report()",
     ]
 
 

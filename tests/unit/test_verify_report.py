@@ -59,6 +59,7 @@ def healthy() -> dict[str, Any]:
                     "service_role": name
                     not in (
                         "presence_configure",
+                        "presence_configure_events",
                         "presence_schedule_sweep",
                         "presence_prune_job_history",
                     ),
@@ -105,7 +106,42 @@ def healthy() -> dict[str, Any]:
                     )
                 ],
             ),
+            "presence_sessions": relation(
+                {"anon": [], "authenticated": ["SELECT"], "service_role": ["SELECT"]},
+                [policy("presence_sessions_select_own", "SELECT", ["authenticated"])],
+            ),
+            "presence_events": relation(
+                {"anon": [], "authenticated": ["SELECT"], "service_role": ["SELECT"]},
+                [policy("presence_events_select", "SELECT", ["authenticated"])],
+            ),
         },
+        "private_schema": {
+            "exists": True,
+            "usage": {"anon": False, "authenticated": True, "service_role": True},
+            "functions": [
+                {
+                    "name": "presence_private.live_after()",
+                    "security_definer": True,
+                    "config": ['search_path=""'],
+                    "execute": {"anon": False, "authenticated": True, "service_role": True},
+                },
+                {
+                    "name": "presence_private.sync_users(uuid[],timestamp with time zone[])",
+                    "security_definer": True,
+                    "config": ['search_path=""', "plan_cache_mode=force_generic_plan", "jit=off"],
+                    "execute": {"anon": False, "authenticated": False, "service_role": False},
+                },
+            ],
+        },
+        "event_triggers": [
+            {"name": name, "table": table, "exists": True, "enabled": True}
+            for name, table in (
+                ("presence_events_session_delete", "public.presence_sessions"),
+                ("presence_events_session_insert", "public.presence_sessions"),
+                ("presence_events_session_update", "public.presence_sessions"),
+                ("presence_events_user_update", "public.users"),
+            )
+        ],
         "signup_trigger": {
             "function_exists": True,
             "function_security_definer": True,
@@ -593,7 +629,7 @@ def test_verify_and_migrate_names_are_public_and_documented() -> None:
 
 def test_an_older_report_is_named_once_and_its_checks_are_skipped() -> None:
     raw = healthy()
-    for key in ("relations", "signup_trigger", "run_history"):
+    for key in ("relations", "signup_trigger", "run_history", "private_schema", "event_triggers"):
         del raw[key]
     del raw["users_table"]["writable_presence_columns"]
     for fn in raw["functions"]:
@@ -680,3 +716,152 @@ def test_definer_settings_include_the_signup_trigger_function() -> None:
     raw["signup_trigger"]["function_config"] = None
     finding = only_problem(build_report(raw), "security.search_path")
     assert finding.fix == "ALTER FUNCTION public.handle_new_auth_user() SET search_path = '';"
+
+
+# -- sessions and the event log (migrations 5 and 6); proven on a database in
+# -- tests/integration/test_verify_sessions.py
+
+
+def test_a_report_from_before_sessions_and_events_asks_to_migrate() -> None:
+    raw = healthy()
+    raw["schema_version"] = 3
+    for table in ("presence_sessions", "presence_events"):
+        del raw["relations"][table]
+    del raw["private_schema"], raw["event_triggers"]
+    raw["functions"] = [f for f in raw["functions"] if f["name"] in PRE_SESSIONS_FUNCTIONS]
+    report = build_report(raw)
+    names = [c.name for c in report.problems]
+    assert names == ["schema.version", "schema.sessions", "schema.events"]
+    sessions, events = report.problems[1:]
+    assert "no presence per connection (public.presence_sessions" in sessions.detail
+    assert "no event log (public.presence_events: watch()" in events.detail
+    for finding in (sessions, events):
+        assert finding.fix.startswith("older version of the presence SQL: apply the newer")
+        assert "presence-sdk migrate --dsn <DATABASE_URL>" in finding.fix
+
+
+PRE_SESSIONS_FUNCTIONS = (
+    "mark_inactive_users_offline",
+    "presence_configure",
+    "presence_counts",
+    "presence_get",
+    "presence_heartbeat",
+    "presence_is_online",
+    "presence_leave",
+    "presence_list_online",
+    "presence_prune_job_history",
+    "presence_schedule_sweep",
+    "presence_settings",
+    "presence_setup_report",
+)
+
+
+def test_a_dropped_event_log_is_re_run_by_hand() -> None:
+    raw = healthy()
+    raw["relations"]["presence_events"] = {"exists": False}
+    finding = only_problem(build_report(raw), "schema.events")
+    assert "public.presence_events is missing" in finding.detail
+    assert finding.fix == (
+        "re-run the migration by hand (idempotent): "
+        "`presence-sdk sql --file events | psql <DATABASE_URL>`"
+    )
+
+
+def test_a_missing_private_schema_names_both_files() -> None:
+    raw = healthy()
+    raw["private_schema"] = {"exists": False}
+    finding = only_problem(build_report(raw), "schema.sessions")
+    assert "schema presence_private missing" in finding.detail
+    assert "--file sessions | psql <DATABASE_URL>`, then `presence-sdk sql --file events" in (
+        finding.fix
+    )
+
+
+@pytest.mark.parametrize("name", ["presence_track_beat", "presence_track_end"])
+def test_batch_rpcs_belong_to_the_service_role(name: str) -> None:
+    signature = expected_setup().signatures[name]
+    raw = healthy()
+    function(raw, name)["execute"].update(authenticated=True, service_role=False)
+    finding = only_problem(build_report(raw), f"security.{name}")
+    assert "beat or end the sessions of any user" in finding.detail
+    assert finding.fix == (
+        f"REVOKE EXECUTE ON FUNCTION {signature} FROM PUBLIC, anon, authenticated; "
+        f"GRANT EXECUTE ON FUNCTION {signature} TO service_role;"
+    )
+    function(raw, name)["execute"]["authenticated"] = False
+    finding = only_problem(build_report(raw), f"security.{name}")
+    assert "the trackers' batches fail with permission denied" in finding.detail
+    assert finding.fix == f"GRANT EXECUTE ON FUNCTION {signature} TO service_role;"
+
+
+@pytest.mark.parametrize(
+    ("table", "words"),
+    [
+        ("presence_sessions", "every user's sessions (devices, metadata)"),
+        ("presence_events", "every user's presence history"),
+    ],
+)
+def test_row_level_security_off_on_sessions_or_events(table: str, words: str) -> None:
+    raw = healthy()
+    raw["relations"][table]["rls_enabled"] = False
+    finding = only_problem(build_report(raw), f"security.rls.{table}")
+    assert words in finding.detail
+    assert finding.fix == f"ALTER TABLE public.{table} ENABLE ROW LEVEL SECURITY;"
+
+
+def test_event_triggers_missing_or_disabled() -> None:
+    raw = healthy()
+    triggers = {t["name"]: t for t in raw["event_triggers"]}
+    triggers["presence_events_session_delete"]["exists"] = False
+    triggers["presence_events_user_update"]["enabled"] = False
+    finding = only_problem(build_report(raw), "events.triggers")
+    assert (
+        "presence_events_session_delete on public.presence_sessions is missing (no events for "
+        "sessions ending (leave, timeout, evicted))" in finding.detail
+    )
+    assert "presence_events_user_update on public.users is DISABLED" in finding.detail
+    assert finding.fix == (
+        "CREATE TRIGGER presence_events_session_delete AFTER DELETE ON public.presence_sessions "
+        "REFERENCING OLD TABLE AS ended FOR EACH STATEMENT EXECUTE FUNCTION "
+        "presence_private.log_sessions_ended(); "
+        "ALTER TABLE public.users ENABLE TRIGGER presence_events_user_update;"
+    )
+
+
+def test_private_definers_pin_search_path_too() -> None:
+    raw = healthy()
+    raw["private_schema"]["functions"][1]["config"] = ["jit=off"]
+    finding = only_problem(build_report(raw), "security.search_path")
+    assert "without search_path = '': presence_private.sync_users." in finding.detail
+    assert finding.fix == (
+        "ALTER FUNCTION presence_private.sync_users(uuid[],timestamp with time zone[]) "
+        "SET search_path = '';"
+    )
+
+
+def test_the_reads_need_the_private_schema() -> None:
+    raw = healthy()
+    raw["private_schema"]["usage"]["authenticated"] = False
+    finding = only_problem(build_report(raw), "security.reads")
+    assert "authenticated cannot use schema presence_private" in finding.detail
+    assert finding.fix == "GRANT USAGE ON SCHEMA presence_private TO authenticated;"
+
+
+def test_clients_must_not_write_sessions_or_the_log() -> None:
+    raw = healthy()
+    raw["relations"]["presence_sessions"]["privileges"]["authenticated"] = ["SELECT", "TRUNCATE"]
+    raw["relations"]["presence_events"]["privileges"]["anon"] = ["INSERT"]
+    finding = only_problem(build_report(raw), "security.writes")
+    assert "authenticated may change public.presence_sessions (forge or wipe" in finding.detail
+    assert "anon may change public.presence_events (forge or erase" in finding.detail
+    assert "REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON TABLE " in finding.fix
+
+
+def test_session_and_event_rpcs_are_client_api() -> None:
+    raw = healthy()
+    function(raw, "presence_session_beat")["execute"]["authenticated"] = False
+    function(raw, "presence_events_since")["execute"]["anon"] = True
+    report = build_report(raw)
+    assert [c.name for c in report.problems] == ["security.client_api", "security.anon_api"]
+    assert "presence_session_beat" in report.problems[0].detail
+    assert "presence_events_since" in report.problems[1].detail
