@@ -129,15 +129,15 @@ class Design:
     legacy: bool = False  # runs on a 0.1.0 database (migrations 1-3)
 
     def script(self) -> str:
-        if self.key == "heartbeat_010" or self.key == "heartbeat_implicit":
+        if self.key in {"heartbeat_010", "heartbeat_implicit"}:
             return user_envelope(
                 "SELECT public.presence_heartbeat(_a.new_status) "
-                "FROM json_to_record('{\"new_status\":\"online\"}'::json) AS _a (new_status text);"
+                'FROM json_to_record(\'{"new_status":"online"}\'::json) AS _a (new_status text);'
             )
         if self.key == "session_beat":
             body = (
-                f"('{{\"session_id\":\"{SESSION_PREFIX}' || :uid || "
-                "'\",\"new_status\":\"online\"}')::json"
+                f'(\'{{"session_id":"{SESSION_PREFIX}\' || :uid || '
+                '\'","new_status":"online"}\')::json'
             )
             return user_envelope(
                 "SELECT public.presence_session_beat(_a.session_id, _a.new_status) "
@@ -307,9 +307,7 @@ def cadence_phase(
                         lead[d.key] = (started[d.key] - shifted_at).total_seconds()
                     # Every session beats exactly once: as many clients as divide the
                     # requests of a round evenly.
-                    clients = max(
-                        c for c in range(1, cfg.clients + 1) if nbatches[d.key] % c == 0
-                    )
+                    clients = max(c for c in range(1, cfg.clients + 1) if nbatches[d.key] % c == 0)
                     per_client = nbatches[d.key] // clients
                     res = bench.run(
                         f"cadence_{d.key}",
