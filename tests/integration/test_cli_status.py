@@ -53,7 +53,13 @@ def test_status_counts_rows_without_a_status_and_infinite_heartbeats(
     assert data["stored"] == {"busy": 1, "online": 1}
     assert data["stored_without_status"] == 2
     assert data["infinite_heartbeats"] == 1
-    assert data["counts"] == {"online": 1, "away": 0, "busy": 1, "offline": 2}
+    assert data["counts"] == {
+        "online": 1,
+        "away": 0,
+        "busy": 1,
+        "offline": 2,
+        "offline_estimated": False,
+    }
     assert [row["user_id"] for row in data["newest"]] == [beating]
 
     assert main(["status", "--dsn", db.dsn]) == EXIT_OK

@@ -22,8 +22,11 @@ from presence_sdk.testing import PresenceDatabase, PresenceTestServer, install_s
 
 pytestmark = pytest.mark.integration
 
-SESSIONS = migrations()[-1]
-OLDER = migrations()[:-1]
+_AT = [m.name for m in migrations()].index("sessions")
+SESSIONS = migrations()[_AT]
+OLDER = migrations()[:_AT]
+# Later migrations stand on this one: they are rolled back first and re-applied after it.
+LATER = migrations()[_AT + 1 :]
 
 
 @pytest.fixture
@@ -155,8 +158,10 @@ def test_the_migration_reruns_on_its_own_without_changing_anything(
     with presence_db.connect() as conn:
         catalog = snapshot(conn)
         data = table_hash(presence_db)
-        conn.execute(SESSIONS.up)
-        conn.execute(SESSIONS.up)
+        for _ in range(2):
+            conn.execute(SESSIONS.up)
+            for later in LATER:
+                conn.execute(later.up)
         assert snapshot(conn) == catalog
     assert table_hash(presence_db) == data
     saved = presence_db.query(
@@ -177,6 +182,9 @@ def test_rollback_refuses_to_leave_functions_pointing_at_dropped_objects(
 ) -> None:
     user = presence_db.create_user()
     beat(presence_db, user, new_id())
+    with presence_db.connect() as conn:
+        for later in reversed(LATER):
+            conn.execute(later.down)
     presence_db.query("DELETE FROM presence_private.replaced_definitions")
     with presence_db.connect() as conn:
         before = snapshot(conn)
