@@ -25,6 +25,7 @@ from presence_sdk._exceptions import (
 )
 from presence_sdk._migrate import MigrationResult, migrate, rollback
 from presence_sdk._models import OnlinePage, Presence, SetupCheck, SetupReport, StatusCounts
+from presence_sdk._privacy import PrivacySettings, Visibility
 from presence_sdk._sql import Migration, migrations, rollback_schema_sql, schema_sql
 from presence_sdk._sync import PresenceClient
 from presence_sdk._verify_io import averify_setup, verify_setup
@@ -46,6 +47,7 @@ __all__ = [
     "PresenceError",
     "PresenceState",
     "PresenceStats",
+    "PrivacySettings",
     "RateLimitedError",
     "RejectedError",
     "RequestError",
@@ -54,6 +56,7 @@ __all__ = [
     "SetupReport",
     "StatusCounts",
     "TransientError",
+    "Visibility",
     "averify_setup",
     "migrate",
     "migrations",

@@ -20,6 +20,7 @@ from typing import Any, Self, TypeVar
 import httpx
 from supabase import AsyncClient, AsyncClientOptions
 
+from presence_sdk import _privacy as privacy
 from presence_sdk import _queries as queries
 from presence_sdk._config import PresenceConfig
 from presence_sdk._core import (
@@ -251,6 +252,25 @@ class AsyncPresenceClient(ClientBase[AsyncClient]):
     async def counts(self) -> StatusCounts:
         """Number of visible users per effective status."""
         return await self._query(queries.counts())
+
+    # -- privacy (the signed-in user's own settings) -----------------------------------
+
+    async def set_invisible(self, invisible: bool = True) -> privacy.PrivacySettings:
+        """Turn invisible mode on or off (see ``PresenceClient.set_invisible``)."""
+        return await self._query(privacy.set_invisible(invisible))
+
+    async def set_visibility(
+        self,
+        *,
+        presence: privacy.Visibility | None = None,
+        last_seen: privacy.Visibility | None = None,
+    ) -> privacy.PrivacySettings:
+        """Who may see presence and last seen (see ``PresenceClient.set_visibility``)."""
+        return await self._query(privacy.set_visibility(presence=presence, last_seen=last_seen))
+
+    async def privacy(self) -> privacy.PrivacySettings:
+        """This user's privacy settings (see ``PresenceClient.privacy``)."""
+        return await self._query(privacy.my_privacy())
 
     # -- effects ------------------------------------------------------------------
 
