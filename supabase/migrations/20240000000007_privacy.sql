@@ -21,8 +21,10 @@
 --     presence_private.viewer_sees_all() (true for roles that bypass RLS: service_role,
 --     the table owner), presence_private.stored_presence and
 --     presence_private.privacy_settings (owner-rights views the invoker reads go
---     through), presence_private.set_invisible(user_ids, on) (the one writer of
---     invisible mode).
+--     through), presence_private.user_presence_all_rows (the reads without the RLS
+--     probe, for callers whose policies list every user:
+--     presence_private.lists_every_user()), presence_private.set_invisible(user_ids,
+--     on) (the one writer of invisible mode).
 --   * RPCs for signed-in users: presence_set_invisible(invisible, user_id),
 --     presence_set_visibility(presence, last_seen, user_id), presence_my_privacy();
 --     for service_role only: presence_set_invisible_for(user_ids uuid[], invisible).
@@ -35,8 +37,12 @@
 --     everything: the note's troubleshooting queries run as postgres unchanged.
 --     Columns the app adds later need their own GRANT SELECT.
 -- Redefines, keeping their signatures, columns and grants:
---   presence_private.user_presence_now (so public.user_presence, presence_get,
---   presence_is_online and presence_list_online apply the rule), public.presence_counts()
+--   presence_private.user_presence_now (so public.user_presence and every read over it
+--   apply the rule; it now reads presence_private.user_presence_all_rows and checks the
+--   RLS of public.users row by row), public.presence_get and
+--   public.presence_list_online (bulk reads skip the per-row RLS probe when the
+--   caller's policies list every user, and keep one plan per session),
+--   public.presence_is_online (plpgsql: a plan per session), public.presence_counts()
 --   (visibility applied; cost in proportion to the present users: offline is exact up
 --   to 10,000 users, else estimated from table statistics, and says so in
 --   "offline_estimated"), presence_private.can_see_events(viewer, target) (the event
@@ -237,33 +243,36 @@ COMMENT ON FUNCTION presence_private.viewer_sees_all() IS
 -- the table has none), or one of the permissive SELECT policies that apply to the
 -- caller is USING (true) and no restrictive one applies (schema.sql's policy is such a
 -- one). Otherwise the reads look each user up as the caller. Called once per read.
+-- No SET clause (it would triple the cost of a one-user read's fixed part): every name
+-- and operator is qualified, and it is not SECURITY DEFINER.
 CREATE OR REPLACE FUNCTION presence_private.lists_every_user()
 RETURNS boolean
 LANGUAGE plpgsql
 STABLE
-SET search_path = ''
 AS $$
 BEGIN
-    IF NOT pg_catalog.row_security_active('public.users'::regclass) THEN
+    IF NOT pg_catalog.row_security_active('public.users'::pg_catalog.regclass) THEN
         RETURN true;
     END IF;
     RETURN EXISTS (
         SELECT 1
         FROM pg_catalog.pg_policy AS p
-        WHERE p.polrelid = 'public.users'::regclass
+        WHERE p.polrelid OPERATOR(pg_catalog.=) 'public.users'::pg_catalog.regclass
           AND p.polpermissive
-          AND p.polcmd IN ('r', '*')
-          AND pg_catalog.pg_get_expr(p.polqual, p.polrelid) = 'true'
-          AND EXISTS (SELECT 1 FROM unnest(p.polroles) AS r (oid)
-                      WHERE r.oid = 0 OR pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER'))
+          AND p.polcmd OPERATOR(pg_catalog.=) ANY (ARRAY['r', '*']::pg_catalog."char"[])
+          AND pg_catalog.pg_get_expr(p.polqual, p.polrelid) OPERATOR(pg_catalog.=) 'true'
+          AND EXISTS (SELECT 1 FROM pg_catalog.unnest(p.polroles) AS r (oid)
+                      WHERE r.oid OPERATOR(pg_catalog.=) 0
+                         OR pg_catalog.pg_has_role(CURRENT_USER, r.oid, 'MEMBER'))
     ) AND NOT EXISTS (
         SELECT 1
         FROM pg_catalog.pg_policy AS p
-        WHERE p.polrelid = 'public.users'::regclass
+        WHERE p.polrelid OPERATOR(pg_catalog.=) 'public.users'::pg_catalog.regclass
           AND NOT p.polpermissive
-          AND p.polcmd IN ('r', '*')
-          AND EXISTS (SELECT 1 FROM unnest(p.polroles) AS r (oid)
-                      WHERE r.oid = 0 OR pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER'))
+          AND p.polcmd OPERATOR(pg_catalog.=) ANY (ARRAY['r', '*']::pg_catalog."char"[])
+          AND EXISTS (SELECT 1 FROM pg_catalog.unnest(p.polroles) AS r (oid)
+                      WHERE r.oid OPERATOR(pg_catalog.=) 0
+                         OR pg_catalog.pg_has_role(CURRENT_USER, r.oid, 'MEMBER'))
     );
 END;
 $$;
@@ -507,10 +516,11 @@ TO authenticated, service_role;
 -- ------------------------------------------------------------------------------------
 -- Reads: the rule on every path.
 
--- Same columns as before (so that re-running migration 4 alone still works). Reads
--- public.users as the caller for the rows (its RLS decides who is listed) and the
--- stored columns with owner rights; visible_to decides what each row shows.
-CREATE OR REPLACE VIEW presence_private.user_presence_now
+-- Every user's presence as the caller may see it (presence_private.visible_to), without
+-- the RLS of public.users: for callers whose policies list every user (the reads
+-- check presence_private.lists_every_user() first). Reads the stored columns with
+-- owner rights; presence_private is never exposed through the API.
+CREATE OR REPLACE VIEW presence_private.user_presence_all_rows
 WITH (security_invoker = true)
 AS
 SELECT
@@ -543,11 +553,25 @@ CROSS JOIN LATERAL (
             AS online_since,
         greatest(u.last_heartbeat, a.last_beat) AS last_seen
 ) AS d
-CROSS JOIN LATERAL presence_private.visible_to(me.viewer, u.id) AS v
--- As the caller: the RLS of public.users decides whether u is listed (one primary-key
--- probe per row, evaluated only when the caller's policies do not list everyone).
-WHERE (SELECT presence_private.lists_every_user())
-   OR EXISTS (SELECT FROM public.users AS r WHERE r.id = u.id);
+CROSS JOIN LATERAL presence_private.visible_to(me.viewer, u.id) AS v;
+
+COMMENT ON VIEW presence_private.user_presence_all_rows IS
+    'Presence of every user as the caller may see it (visible_to), NOT filtered by the RLS of public.users: only for callers for whom lists_every_user() is true.';
+
+REVOKE ALL ON TABLE presence_private.user_presence_all_rows
+FROM PUBLIC, anon, authenticated, service_role;
+GRANT SELECT ON TABLE presence_private.user_presence_all_rows TO authenticated, service_role;
+
+-- Same columns as before (so that re-running migration 4 alone still works). As the
+-- caller: the RLS of public.users decides which users are listed, one primary-key probe
+-- per row (a one-user read costs less this way than asking the catalog whether the
+-- caller may list every user; the bulk reads ask that once and skip the probes).
+CREATE OR REPLACE VIEW presence_private.user_presence_now
+WITH (security_invoker = true)
+AS
+SELECT p.user_id, p.stored_status, p.online, p.status, p.last_seen, p.online_since
+FROM presence_private.user_presence_all_rows AS p
+WHERE EXISTS (SELECT FROM public.users AS r WHERE r.id = p.user_id);
 
 COMMENT ON VIEW presence_private.user_presence_now IS
     'Presence of each user the caller may list (RLS of public.users), exact at read time, as the caller may see it (presence_private.visible_to), plus the stored status.';
@@ -649,11 +673,87 @@ $$;
 COMMENT ON FUNCTION public.presence_is_online(uuid) IS
     'True if the user is online right now as the caller may see them (false for unknown, hidden or invisible users).';
 
--- The lookups keep one plan for the session: a custom plan costs more to make than
--- the whole read (the view is one join per row whatever the ids), and for 1,000 ids
--- it would scan the whole table where per-id probes are faster.
-ALTER FUNCTION public.presence_get(uuid[]) SET plan_cache_mode = force_generic_plan;
-ALTER FUNCTION public.presence_list_online(integer, uuid) SET plan_cache_mode = force_generic_plan;
+-- The lookups keep one plan for the session (plan_cache_mode): a custom plan costs
+-- more to make than the whole read (the view is one join per row whatever the ids),
+-- and for 1,000 ids it would scan the whole table where per-id probes are faster.
+-- Both apply presence_private.visible_to; a lookup of many ids asks once whether the
+-- caller may list every user and then skips the per-row RLS probe.
+CREATE OR REPLACE FUNCTION public.presence_get(user_ids uuid[])
+RETURNS SETOF public.user_presence
+LANGUAGE plpgsql
+STABLE
+SET search_path = ''
+SET plan_cache_mode = force_generic_plan
+AS $$
+BEGIN
+    IF user_ids IS NULL OR cardinality(user_ids) > 1000 THEN
+        RAISE EXCEPTION 'presence: user_ids must be an array of at most 1000 ids (got %)',
+            coalesce(cardinality(user_ids)::text, 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    -- Both branches apply presence_private.visible_to (through the views).
+    IF cardinality(user_ids) > 16 AND presence_private.lists_every_user() THEN
+        RETURN QUERY
+            SELECT p.user_id, p.status, p.online, p.last_seen, p.last_seen, p.online_since
+            FROM unnest(user_ids) WITH ORDINALITY AS wanted (user_id, ord)
+            JOIN presence_private.user_presence_all_rows AS p ON p.user_id = wanted.user_id
+            ORDER BY wanted.ord;
+    ELSE
+        RETURN QUERY
+            SELECT p.*
+            FROM unnest(user_ids) WITH ORDINALITY AS wanted (user_id, ord)
+            JOIN public.user_presence AS p ON p.user_id = wanted.user_id
+            ORDER BY wanted.ord;
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION public.presence_get(uuid[]) IS
+    'Presence of up to 1000 users in the order asked, as the caller may see them; ids without a visible row are left out.';
+
+CREATE OR REPLACE FUNCTION public.presence_list_online(
+    page_size integer DEFAULT 100,
+    after_user_id uuid DEFAULT NULL
+)
+RETURNS SETOF public.user_presence
+LANGUAGE plpgsql
+STABLE
+SET search_path = ''
+SET plan_cache_mode = force_generic_plan
+AS $$
+BEGIN
+    IF page_size IS NULL OR page_size NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'presence: page_size must be between 1 and 1000 (got %)',
+            coalesce(page_size::text, 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    -- Keyset pagination over the partial index users_presence_active_idx: cost grows
+    -- with the number of online users, never with the table size. Users hidden from
+    -- the caller (presence_private.visible_to) are skipped.
+    IF presence_private.lists_every_user() THEN
+        RETURN QUERY
+            SELECT p.user_id, p.status, true, p.last_seen, p.last_seen, p.online_since
+            FROM presence_private.user_presence_all_rows AS p
+            WHERE p.stored_status <> 'offline'
+              AND p.online
+              AND (after_user_id IS NULL OR p.user_id > after_user_id)
+            ORDER BY p.user_id
+            LIMIT page_size;
+    ELSE
+        RETURN QUERY
+            SELECT p.user_id, p.status, true, p.last_seen, p.last_seen, p.online_since
+            FROM presence_private.user_presence_now AS p
+            WHERE p.stored_status <> 'offline'
+              AND p.online
+              AND (after_user_id IS NULL OR p.user_id > after_user_id)
+            ORDER BY p.user_id
+            LIMIT page_size;
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION public.presence_list_online(integer, uuid) IS
+    'Online users ordered by id, as the caller may see them, page_size (1-1000) at a time after after_user_id (keyset pagination).';
 
 -- The event log's seam (migration 20240000000006_events calls it from the RLS policy of
 -- public.presence_events; created here when absent). Events show when a user came and

@@ -5,7 +5,8 @@
 --    (as recorded in presence_private.privacy_narrowed_select): the presence columns
 --    are readable by every signed-in user again.
 -- 2. Restores the definitions the migration replaced (presence_private.user_presence_now,
---    public.presence_counts, presence_private.can_see_events), as saved in
+--    public.presence_counts, presence_is_online, presence_get, presence_list_online,
+--    presence_private.can_see_events), as saved in
 --    presence_private.privacy_replaced_definitions; a can_see_events the migration
 --    created (no event log yet) is dropped.
 -- 3. Drops what the migration added. Privacy settings are lost. The app's hook
@@ -67,6 +68,9 @@ BEGIN
        OR EXISTS (
            SELECT 1 FROM pg_catalog.pg_proc AS p
            WHERE p.oid IN (to_regprocedure('public.presence_counts()'),
+                           to_regprocedure('public.presence_is_online(uuid)'),
+                           to_regprocedure('public.presence_get(uuid[])'),
+                           to_regprocedure('public.presence_list_online(integer, uuid)'),
                            to_regprocedure('presence_private.can_see_events(uuid, uuid)'))
              AND strpos(p.prosrc, 'visible_to') > 0
        ) THEN
@@ -84,6 +88,9 @@ BEGIN
     END IF;
 END;
 $$;
+
+-- No read uses it any more (the saved definitions are back).
+DROP VIEW IF EXISTS presence_private.user_presence_all_rows;
 
 DROP FUNCTION IF EXISTS public.presence_set_invisible_for(uuid[], boolean);
 DROP FUNCTION IF EXISTS public.presence_my_privacy();

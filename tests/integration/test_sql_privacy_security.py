@@ -42,6 +42,7 @@ RELATION_GRANTS = {
     "public.presence_privacy": (False, True, True),
     "presence_private.stored_presence": (False, True, True),
     "presence_private.privacy_settings": (False, True, True),
+    "presence_private.user_presence_all_rows": (False, True, True),
     "presence_private.privacy_replaced_definitions": (False, False, False),
     "presence_private.privacy_narrowed_select": (False, False, False),
 }
