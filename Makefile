@@ -18,10 +18,12 @@ lint: setup
 
 # Database benchmark: pgbench on one throwaway, durable PostgreSQL 15 (a few minutes).
 # Prints the table with targets, writes bench/results/latest.json and regenerates the
-# measured parts of docs/performance.md and docs/scaling.md.
+# measured parts of docs/performance.md and docs/scaling.md. Then the privacy benchmark
+# (bench/bench_privacy.py: the visibility rules' cost, presence_counts at 100k and 1M).
 # Smoke run (< 1 minute, docs untouched): make bench BENCH_ARGS=--quick
 bench: setup
 	$(VENV)/python bench/bench_sql.py --update-docs $(BENCH_ARGS)
+	$(VENV)/python bench/bench_privacy.py --update-docs $(BENCH_ARGS)
 
 # The demo: embedded PostgreSQL 15 + pg_cron, simulated users, live presence table
 # (about half a minute with --fast; run examples/demo.py without it for the shipped
