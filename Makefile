@@ -40,7 +40,8 @@ lint: setup
 
 # Database benchmark: pgbench on one throwaway, durable PostgreSQL (a few minutes).
 # Prints the table with targets, writes bench/results/latest.json and regenerates the
-# measured parts of docs/performance.md and docs/scaling.md.
+# measured parts of docs/performance.md and docs/scaling.md. Then the privacy benchmark
+# (bench/bench_privacy.py: the visibility rules' cost, presence_counts at 100k and 1M).
 # Smoke run (< 1 minute, docs untouched): make bench BENCH_ARGS=--quick
 # Then the event log (bench/bench_events.py): delivery latency, CPU per transition with
 # and without the log, steady-beat cost, log size, pruning; writes bench/results/events.json
@@ -48,6 +49,7 @@ lint: setup
 bench: setup
 	$(VENV)/python bench/bench_sql.py --update-docs $(BENCH_ARGS)
 	$(VENV)/python bench/bench_events.py --update-docs $(BENCH_ARGS)
+	$(VENV)/python bench/bench_privacy.py --update-docs $(BENCH_ARGS)
 
 # The demo: a throwaway PostgreSQL + pg_cron, simulated users, live presence table
 # (about half a minute with --fast; run examples/demo.py without it for the shipped

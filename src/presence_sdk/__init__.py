@@ -34,6 +34,7 @@ from presence_sdk._exceptions import (
 )
 from presence_sdk._migrate import MigrationResult, migrate, rollback
 from presence_sdk._models import OnlinePage, Presence, SetupCheck, SetupReport, StatusCounts
+from presence_sdk._privacy import PrivacySettings, Visibility
 from presence_sdk._sql import Migration, migrations, rollback_schema_sql, schema_sql
 from presence_sdk._sync import PresenceClient, PresenceTracker
 from presence_sdk._sync.watcher import PresenceWatcher
@@ -64,6 +65,7 @@ __all__ = [
     "PresenceStats",
     "PresenceTracker",
     "PresenceWatcher",
+    "PrivacySettings",
     "RateLimitedError",
     "RejectedError",
     "RequestError",
@@ -76,6 +78,7 @@ __all__ = [
     "TrackerConfig",
     "TrackerStats",
     "TransientError",
+    "Visibility",
     "averify_setup",
     "migrate",
     "migrations",

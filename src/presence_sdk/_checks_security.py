@@ -45,8 +45,10 @@ PROTECTED_COLUMNS = {
     "INSERT": ("last_heartbeat", "online_since"),
 }
 #: Who must be able to SELECT what for the reads (which run with the caller's rights).
+#: Not public.users for authenticated: since migration 20240000000007_privacy the API
+#: roles may only select its non-presence columns (the reads need its id), and table
+#: privileges cannot tell that apart from no access at all.
 _READS = (
-    ("users", "authenticated", "the presence reads (they run with the caller's rights)"),
     ("user_presence", "authenticated", "the presence reads"),
     (
         "presence_config",

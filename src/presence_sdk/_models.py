@@ -66,12 +66,24 @@ class Presence:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StatusCounts:
-    """Number of (visible) users per effective status."""
+    """Number of (visible) users per effective status.
+
+    Attributes:
+        online: Users online now, as the caller may see them (exact).
+        away: Users away now (exact).
+        busy: Users busy now (exact).
+        offline: Everyone else: exact while the users table is small (up to 10,000
+            users), else estimated from the table's statistics (see
+            ``offline_estimated``). Users whose presence is hidden from the caller
+            count as offline.
+        offline_estimated: True when ``offline`` is an estimate.
+    """
 
     online: int
     away: int
     busy: int
     offline: int
+    offline_estimated: bool = False
 
     @property
     def total(self) -> int:

@@ -164,7 +164,8 @@ def online_users(limit: int = 100, after: UserId | None = None) -> Query[OnlineP
 
 
 def counts() -> Query[StatusCounts]:
-    """Number of visible users per effective status, exact now."""
+    """Number of visible users per effective status, exact now (offline may be an
+    estimate on big tables: ``offline_estimated``)."""
 
     def parse(data: Any) -> StatusCounts:
         return StatusCounts(
@@ -172,6 +173,7 @@ def counts() -> Query[StatusCounts]:
             away=int(data["away"]),
             busy=int(data["busy"]),
             offline=int(data["offline"]),
+            offline_estimated=bool(data.get("offline_estimated", False)),
         )
 
     return Query("presence_counts", {}, _parsed(parse))

@@ -290,6 +290,15 @@ WHERE p.last_heartbeat IS NOT NULL AND isfinite(p.last_heartbeat)
 ORDER BY p.last_heartbeat DESC
 LIMIT %s
 """
+# Invisible mode (migration 20240000000007_privacy): the owner sees the truth, so the
+# status shows who is invisible to everyone else. Asked only when the table exists.
+_INVISIBLE_SQL = """
+SELECT count(*) AS invisible,
+       coalesce(array_agg(p.user_id::text) FILTER (WHERE p.user_id = ANY (%s::uuid[])), '{}')
+           AS among_newest
+FROM public.presence_privacy AS p
+WHERE p.invisible
+"""
 _PRESENCE_STATUSES = ("online", "away", "busy", "offline")
 _INSTALLED_SQL = (
     "SELECT to_regprocedure('public.presence_counts()') IS NOT NULL "
@@ -310,6 +319,11 @@ def _status_data(dsn: str, limit: int) -> dict[str, Any]:
             with conn.cursor(row_factory=dict_row) as cur:
                 summary = cur.execute(_STATUS_SQL).fetchone() or {}
                 newest = cur.execute(_NEWEST_SQL, (limit,)).fetchall()
+                invisible: dict[str, Any] = {"invisible": None, "among_newest": []}
+                privacy = cur.execute("SELECT to_regclass('public.presence_privacy') AS t")
+                if (privacy.fetchone() or {}).get("t") is not None:
+                    ids = [str(row["user_id"]) for row in newest]
+                    invisible = cur.execute(_INVISIBLE_SQL, (ids,)).fetchone() or invisible
     except psycopg.Error as exc:
         raise translate(exc) from exc
     return {
@@ -320,11 +334,13 @@ def _status_data(dsn: str, limit: int) -> dict[str, Any]:
         "stored_without_status": summary.get("stored_without_status"),
         "awaiting_sweep": summary.get("awaiting_sweep"),
         "infinite_heartbeats": summary.get("infinite_heartbeats"),
+        "invisible": invisible["invisible"],
         "newest": [
             {
                 "user_id": str(row["user_id"]),
                 "status": row["status"],
                 "online": row["online"],
+                "invisible": str(row["user_id"]) in invisible["among_newest"],
                 "stored_status": row["stored_status"],
                 "last_heartbeat": row["last_heartbeat"].isoformat(),
                 "age_seconds": round(row["age_seconds"], 1),
@@ -342,6 +358,19 @@ def _age(seconds: float) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.0f} h ago"
     return f"{seconds / 86400:.0f} days ago"
+
+
+def _print_total_and_privacy(counts: dict[str, Any], invisible: int | None) -> None:
+    estimated = bool(counts.get("offline_estimated"))
+    total = f"{'~' if estimated else ''}{sum(counts.get(s, 0) for s in _PRESENCE_STATUSES)}"
+    _out(f"  {'total':<8} {total:>8}")
+    if estimated:
+        _out("  ~ offline estimated from table statistics (presence_counts, big tables)")
+    if invisible:
+        _out(
+            f"  invisible: {invisible} user(s) (others see them offline; "
+            "the owner and the service role see the truth)"
+        )
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -363,8 +392,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
         f"sweep every {settings.get('sweep_interval_seconds')} s)"
     )
     _out(f"  {'status':<8} {'now':>8} {'stored':>8}")
+    estimated = bool(counts.get("offline_estimated"))
     for status in _PRESENCE_STATUSES:
-        _out(f"  {status:<8} {counts.get(status, 0):>8} {stored.get(status, 0):>8}")
+        now = f"{'~' if estimated and status == 'offline' else ''}{counts.get(status, 0)}"
+        _out(f"  {status:<8} {now:>8} {stored.get(status, 0):>8}")
     for other in sorted(set(stored) - set(_PRESENCE_STATUSES)):
         _out(f"  {_one_line(other)[:40]:<8} {'-':>8} {stored[other]:>8}  (not a presence status)")
     if data["stored_without_status"]:
@@ -372,7 +403,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
             f"  {'(none)':<8} {'-':>8} {data['stored_without_status']:>8}  "
             "(no status: reads as offline)"
         )
-    _out(f"  {'total':<8} {sum(counts.get(s, 0) for s in counts):>8}")
+    _print_total_and_privacy(counts, data.get("invisible"))
     _out(
         f"  awaiting the sweep: {data['awaiting_sweep']} "
         "(stored as present, silent for the timeout or longer)"
@@ -394,6 +425,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
             note = "  (stored: no status)"
         elif stored != row["status"]:
             note = f"  (stored: {_one_line(stored)[:40]}, awaiting the sweep)"
+        if row.get("invisible"):
+            note += "  (invisible)"
         _out(
             f"  {row['user_id']}  {row['status']:<8} "
             f"{row['last_heartbeat']} ({_age(row['age_seconds'])}){note}"

@@ -162,7 +162,13 @@ def test_status_counts_and_newest_beats(
     code, out, _ = run(capsys, "status", "--dsn", presence_db.dsn, "--json", "--limit", "2")
     assert code == EXIT_OK
     data = json.loads(out)
-    assert data["counts"] == {"online": 1, "away": 1, "busy": 0, "offline": 2}
+    assert data["counts"] == {
+        "online": 1,
+        "away": 1,
+        "busy": 0,
+        "offline": 2,
+        "offline_estimated": False,
+    }
     assert data["stored"] == {"online": 2, "away": 1, "offline": 1}
     assert data["awaiting_sweep"] == 1
     assert [row["user_id"] for row in data["newest"]] == [online, away]

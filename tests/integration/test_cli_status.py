@@ -53,7 +53,13 @@ def test_status_counts_rows_without_a_status_and_infinite_heartbeats(
     assert data["stored"] == {"busy": 1, "online": 1}
     assert data["stored_without_status"] == 2
     assert data["infinite_heartbeats"] == 1
-    assert data["counts"] == {"online": 1, "away": 0, "busy": 1, "offline": 2}
+    assert data["counts"] == {
+        "online": 1,
+        "away": 0,
+        "busy": 1,
+        "offline": 2,
+        "offline_estimated": False,
+    }
     assert [row["user_id"] for row in data["newest"]] == [beating]
 
     assert main(["status", "--dsn", db.dsn]) == EXIT_OK
@@ -61,3 +67,27 @@ def test_status_counts_rows_without_a_status_and_infinite_heartbeats(
     assert "  (none)          -        2  (no status: reads as offline)" in out
     assert "1 user(s) with an infinite last_heartbeat" in out
     assert f"  {beating}  busy     " in out
+
+
+def test_status_shows_invisible_users_as_the_owner_sees_them(
+    capsys: pytest.CaptureFixture[str], presence_db: PresenceDatabase
+) -> None:
+    hidden, shown = presence_db.create_user(), presence_db.create_user()
+    for user in (hidden, shown):
+        presence_db.rpc("presence_heartbeat", {"new_status": "online"}, user_id=user)
+    presence_db.rpc("presence_set_invisible", {"invisible": True}, user_id=hidden)
+
+    assert main(["status", "--dsn", presence_db.dsn, "--json"]) == EXIT_OK
+    data = json.loads(capsys.readouterr().out)
+    assert data["invisible"] == 1
+    assert data["counts"]["online"] == 2  # the owner counts the truth
+    assert {row["user_id"]: row["invisible"] for row in data["newest"]} == {
+        hidden: True,
+        shown: False,
+    }
+    assert main(["status", "--dsn", presence_db.dsn]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "invisible: 1 user(s) (others see them offline" in out
+    assert f"  {hidden}  online   " in out
+    assert out.count("(invisible)") == 1
+    assert "  total           2" in out

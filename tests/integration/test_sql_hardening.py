@@ -63,12 +63,25 @@ def the_api_works(db: PresenceDatabase, user: str) -> None:
 # -- defect 1: every file can be re-run on its own ------------------------------------
 
 
+def rerun_from(name: str) -> list[str]:
+    """``name``, then every file after it (their redefinitions stand on its objects)."""
+    names = list(FILES)
+    return names[names.index(name) :]
+
+
+# Re-running a file also re-runs the files after it: migration 20240000000007_privacy
+# replaces reads that earlier files define and narrows the SELECT grants schema.sql
+# gives, so an earlier file re-run alone reverts them (docs/migrations.md).
 @pytest.mark.parametrize(
     "order",
     [
-        *([name] for name in FILES),
-        list(reversed(FILES)),
-        [BY_NAME[n].filename for n in ("add_heartbeat", "setup_report", "presence_api")],
+        *(rerun_from(name) for name in FILES),
+        [*reversed(FILES), *list(FILES)[1:]],
+        [
+            BY_NAME["add_heartbeat"].filename,
+            BY_NAME["setup_report"].filename,
+            *rerun_from(BY_NAME["presence_api"].filename),
+        ],
     ],
     ids=lambda order: "+".join(name.split("_", 1)[0] for name in order),
 )
@@ -256,6 +269,7 @@ def test_null_statuses_are_kept_and_read_as_offline(empty_db: PresenceDatabase) 
         "away": 0,
         "busy": 0,
         "offline": 3,
+        "offline_estimated": False,
     }
     assert empty_db.rpc("presence_get", {"user_ids": [user]}, user_id=user)[0]["status"] == (
         "offline"

@@ -125,7 +125,7 @@ def test_presence_list_online_keyset_pages(presence_db: PresenceDatabase) -> Non
 def test_presence_counts(presence_db: PresenceDatabase, people: dict[str, str]) -> None:
     counts = presence_db.rpc("presence_counts", {}, user_id=people["reader"])
     # online: recent; busy: busy; offline: silent, away_silent, gone, never, reader.
-    assert counts == {"online": 1, "away": 0, "busy": 1, "offline": 5}
+    assert counts == {"online": 1, "away": 0, "busy": 1, "offline": 5, "offline_estimated": False}
 
 
 def test_user_presence_view(presence_db: PresenceDatabase, people: dict[str, str]) -> None:

@@ -342,4 +342,5 @@ def test_presence_list_online_follows_the_sessions(presence_db: PresenceDatabase
         "away": 0,
         "busy": 5,
         "offline": 2,
+        "offline_estimated": False,
     }

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from privacy_support import PRIVACY_FUNCTION_GRANTS
 from psycopg import sql
 from sessions_support import beat, expect_error, new_id, sessions_of, table_hash
 
@@ -102,12 +103,13 @@ def test_execute_grants_on_every_new_function(presence_db: PresenceDatabase) -> 
     got = {(r["sig"], r["rolname"]): r["ok"] for r in rows}
     for sig, allowed in FUNCTION_GRANTS.items():
         assert tuple(got[sig, role] for role in API_ROLES) == allowed, sig
-    # Nothing in presence_private is left out of the table above.
+    # Nothing in presence_private is left out of the table above (or the privacy one,
+    # checked in test_sql_privacy_security.py).
     unlisted = presence_db.query(
         "SELECT p.oid::regprocedure::text AS sig FROM pg_proc AS p "
         "WHERE p.pronamespace = 'presence_private'::regnamespace "
         "AND p.oid <> ALL (SELECT to_regprocedure(f) FROM unnest(%s::text[]) AS f)",
-        (list(FUNCTION_GRANTS),),
+        ([*FUNCTION_GRANTS, *PRIVACY_FUNCTION_GRANTS],),
     )
     assert unlisted == []
 

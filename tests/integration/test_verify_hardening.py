@@ -91,7 +91,7 @@ def test_definer_without_an_empty_search_path(
 @pytest.mark.parametrize(
     ("relation", "role"),
     [("user_presence", "authenticated"), ("presence_config", "authenticated"),
-     ("presence_config", "anon"), ("users", "authenticated")],
+     ("presence_config", "anon")],
 )  # fmt: skip
 def test_select_revoked_on_what_reads_use(
     presence_db: PresenceDatabase, relation: str, role: str

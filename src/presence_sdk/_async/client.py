@@ -21,6 +21,7 @@ import httpx
 from supabase import AsyncClient, AsyncClientOptions
 
 from presence_sdk import _events as events
+from presence_sdk import _privacy as privacy
 from presence_sdk import _queries as queries
 from presence_sdk._async._send import send_call
 from presence_sdk._async.watcher import AsyncPresenceWatcher
@@ -318,6 +319,25 @@ class AsyncPresenceClient(ClientBase[AsyncClient]):
     ) -> list[OnlineDay]:
         """Time a user was online on each day (calendar days in ``time_zone``)."""
         return await self._query(events.online_per_day(user_id, first_day, last_day, time_zone))
+
+    # -- privacy (the signed-in user's own settings) -----------------------------------
+
+    async def set_invisible(self, invisible: bool = True) -> privacy.PrivacySettings:
+        """Turn invisible mode on or off (see ``PresenceClient.set_invisible``)."""
+        return await self._query(privacy.set_invisible(invisible))
+
+    async def set_visibility(
+        self,
+        *,
+        presence: privacy.Visibility | None = None,
+        last_seen: privacy.Visibility | None = None,
+    ) -> privacy.PrivacySettings:
+        """Who may see presence and last seen (see ``PresenceClient.set_visibility``)."""
+        return await self._query(privacy.set_visibility(presence=presence, last_seen=last_seen))
+
+    async def privacy(self) -> privacy.PrivacySettings:
+        """This user's privacy settings (see ``PresenceClient.privacy``)."""
+        return await self._query(privacy.my_privacy())
 
     # -- effects ------------------------------------------------------------------
 

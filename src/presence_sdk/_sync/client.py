@@ -20,6 +20,7 @@ import httpx
 from supabase import Client, ClientOptions
 
 from presence_sdk import _events as events
+from presence_sdk import _privacy as privacy
 from presence_sdk import _queries as queries
 from presence_sdk._config import PresenceConfig
 from presence_sdk._core import (
@@ -331,6 +332,27 @@ class PresenceClient(ClientBase[Client]):
     ) -> list[OnlineDay]:
         """Time a user was online on each day (calendar days in ``time_zone``)."""
         return self._query(events.online_per_day(user_id, first_day, last_day, time_zone))
+
+    # -- privacy (the signed-in user's own settings) -----------------------------------
+
+    def set_invisible(self, invisible: bool = True) -> privacy.PrivacySettings:
+        """Turn invisible mode on (or off): others see this user offline, with last
+        seen frozen at this moment; heartbeats go on, so turning it off is instant."""
+        return self._query(privacy.set_invisible(invisible))
+
+    def set_visibility(
+        self,
+        *,
+        presence: privacy.Visibility | None = None,
+        last_seen: privacy.Visibility | None = None,
+    ) -> privacy.PrivacySettings:
+        """Who may see this user's presence and last seen: ``"everyone"``,
+        ``"contacts"`` (the app's hook decides) or ``"nobody"``; None keeps a setting."""
+        return self._query(privacy.set_visibility(presence=presence, last_seen=last_seen))
+
+    def privacy(self) -> privacy.PrivacySettings:
+        """This user's privacy settings (whether they are invisible, and since when)."""
+        return self._query(privacy.my_privacy())
 
     # -- effects ------------------------------------------------------------------
 
