@@ -133,21 +133,28 @@ REVOKE ALL ON TABLE public.presence_events FROM PUBLIC, anon, authenticated, ser
 GRANT SELECT ON TABLE public.presence_events TO authenticated, service_role;
 
 -- ------------------------------------------------------------------------------------
--- Visibility: the one rule, replaceable on its own (keep the signature).
+-- Visibility: the one rule, replaceable on its own (keep the signature). Created only
+-- when absent: re-running this file must not reset a replaced rule (the app's own, or
+-- the one of migration 20240000000007_privacy) to the default.
 
-CREATE OR REPLACE FUNCTION presence_private.can_see_events(viewer uuid, target uuid)
-RETURNS boolean
-LANGUAGE sql
-STABLE
-SET search_path = ''
-AS $$
-    -- Runs as the reader: the RLS of public.users decides (viewer is auth.uid(); a
-    -- replacement may use it, e.g. with a SECURITY DEFINER lookup of contacts).
-    SELECT EXISTS (SELECT 1 FROM public.users AS u WHERE u.id = target);
+DO $$
+BEGIN
+    IF pg_catalog.to_regprocedure('presence_private.can_see_events(uuid, uuid)') IS NULL THEN
+        CREATE OR REPLACE FUNCTION presence_private.can_see_events(viewer uuid, target uuid)
+        RETURNS boolean
+        LANGUAGE sql
+        STABLE
+        SET search_path = ''
+        AS $fn$
+            -- Runs as the reader: the RLS of public.users decides (viewer is auth.uid(); a
+            -- replacement may use it, e.g. with a SECURITY DEFINER lookup of contacts).
+            SELECT EXISTS (SELECT 1 FROM public.users AS u WHERE u.id = target);
+        $fn$;
+        COMMENT ON FUNCTION presence_private.can_see_events(uuid, uuid) IS
+            'May viewer see the presence events (online, offline, status) of target? Default: target''s public.users row is visible to the reader under RLS. The only visibility rule of the log.';
+    END IF;
+END;
 $$;
-
-COMMENT ON FUNCTION presence_private.can_see_events(uuid, uuid) IS
-    'May viewer see the presence events (online, offline, status) of target? Default: target''s public.users row is visible to the reader under RLS. The only visibility rule of the log.';
 
 DROP POLICY IF EXISTS presence_events_select ON public.presence_events;
 CREATE POLICY presence_events_select ON public.presence_events

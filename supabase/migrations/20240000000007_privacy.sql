@@ -170,7 +170,7 @@ ALTER TABLE public.presence_privacy ENABLE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS presence_privacy_select_own ON public.presence_privacy;
 CREATE POLICY presence_privacy_select_own ON public.presence_privacy
     FOR SELECT TO authenticated
-    USING (user_id = (SELECT auth.uid()));
+    USING (user_id = (SELECT presence_private.caller_id()));
 
 -- Supabase's default privileges grant the API roles ALL on new tables. Reads only:
 -- settings change through the RPCs, which validate them.
@@ -530,8 +530,9 @@ SELECT
     CASE WHEN v.presence AND d.online THEN d.status ELSE 'offline' END AS status,
     CASE WHEN v.last_seen THEN d.last_seen ELSE v.shown_last_seen END AS last_seen,
     CASE WHEN v.presence AND d.online THEN d.online_since END AS online_since
--- The caller, once per query (OFFSET 0: not re-evaluated per row).
-FROM (SELECT auth.uid() AS viewer OFFSET 0) AS me
+-- The caller, once per query (OFFSET 0: not re-evaluated per row); caller_id() resolves
+-- auth.uid() at call time, so this view installs before the auth schema exists.
+FROM (SELECT presence_private.caller_id() AS viewer OFFSET 0) AS me
 CROSS JOIN presence_private.stored_presence AS u
 LEFT JOIN LATERAL (
     -- OFFSET 0 keeps this a per-user lookup (presence_sessions_user_id_idx).

@@ -57,7 +57,9 @@ BEGIN
         IF NOT EXISTS (
             SELECT 1 FROM presence_private.privacy_replaced_definitions AS d
             WHERE d.object = 'presence_private.can_see_events(uuid,uuid)'
-        ) THEN
+        ) AND to_regclass('public.presence_events') IS NULL THEN
+            -- Created here (no event log yet). With the log, its policy needs the
+            -- function: the check below refuses instead.
             DROP FUNCTION IF EXISTS presence_private.can_see_events(uuid, uuid);
         END IF;
     END IF;
