@@ -16,12 +16,15 @@ lint: setup
 	$(VENV)/mypy --strict src
 	bash scripts/lint-sql.sh
 
-# Database benchmark: pgbench on one throwaway, durable PostgreSQL 15 (a few minutes).
-# Prints the table with targets, writes bench/results/latest.json and regenerates the
-# measured parts of docs/performance.md and docs/scaling.md.
-# Smoke run (< 1 minute, docs untouched): make bench BENCH_ARGS=--quick
+# Database benchmarks: pgbench on throwaway, durable PostgreSQL 15 clusters (about ten
+# minutes). bench_sql.py: heartbeat, HOT, sweep/list-online at 100k vs 1M users;
+# bench_sessions.py: sessions (per-session vs batch vs 0.1.0, HOT, users writes per
+# beat, sweep by live sessions). Each prints its targets, writes bench/results/*.json
+# and regenerates the measured parts of docs/performance.md (and docs/scaling.md).
+# Smoke run (a few minutes, docs untouched): make bench BENCH_ARGS=--quick
 bench: setup
 	$(VENV)/python bench/bench_sql.py --update-docs $(BENCH_ARGS)
+	$(VENV)/python bench/bench_sessions.py --update-docs $(BENCH_ARGS)
 
 # The demo: embedded PostgreSQL 15 + pg_cron, simulated users, live presence table
 # (about half a minute with --fast; run examples/demo.py without it for the shipped
