@@ -139,7 +139,8 @@ def test_a_healthy_report_passes_every_check_and_states_the_sweep_period() -> No
 
 def test_expected_setup_is_read_from_the_shipped_sql() -> None:
     expected = expected_setup()
-    newest = migrations()[-1].up
+    # The newest migration that (re)defines the setup report declares the version.
+    newest = [m.up for m in migrations() if "'schema_version'" in m.up][-1]
     assert f"'schema_version', {expected.schema_version}" in newest
     assert expected.job_name == "mark-inactive-users"
     assert expected.job_command == "SELECT public.mark_inactive_users_offline()"
