@@ -38,16 +38,17 @@ lint: setup
 	$(VENV)/mypy --strict src
 	bash scripts/lint-sql.sh
 
-# Database benchmark: pgbench on one throwaway, durable PostgreSQL (a few minutes).
-# Prints the table with targets, writes bench/results/latest.json and regenerates the
-# measured parts of docs/performance.md and docs/scaling.md. Then the privacy benchmark
-# (bench/bench_privacy.py: the visibility rules' cost, presence_counts at 100k and 1M).
-# Smoke run (< 1 minute, docs untouched): make bench BENCH_ARGS=--quick
-# Then the event log (bench/bench_events.py): delivery latency, CPU per transition with
-# and without the log, steady-beat cost, log size, pruning; writes bench/results/events.json
-# and the generated block of docs/events.md.
+# Database benchmarks: pgbench on throwaway, durable PostgreSQL clusters (tens of
+# minutes in all). bench_sql.py: heartbeat, HOT, sweep/list-online at 100k vs 1M users;
+# bench_sessions.py: sessions (per-session vs batch vs 0.1.0, HOT, users writes per beat,
+# sweep by live sessions); bench_events.py: event delivery latency, CPU per transition,
+# log size, pruning (docs/events.md); bench_privacy.py: the visibility rules' cost,
+# presence_counts at 100k and 1M. Each prints its targets, writes bench/results/*.json
+# and regenerates the measured parts of the docs.
+# Smoke run (docs untouched): make bench BENCH_ARGS=--quick
 bench: setup
 	$(VENV)/python bench/bench_sql.py --update-docs $(BENCH_ARGS)
+	$(VENV)/python bench/bench_sessions.py --update-docs $(BENCH_ARGS)
 	$(VENV)/python bench/bench_events.py --update-docs $(BENCH_ARGS)
 	$(VENV)/python bench/bench_privacy.py --update-docs $(BENCH_ARGS)
 

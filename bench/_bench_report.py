@@ -148,7 +148,8 @@ def throughput_section(res: dict[str, Any], *, markdown: bool) -> str:
         f"{_num(_sub(cpu('heartbeat_rpc'), cpu('update_floor_rpc')), ',.0f', ' µs')}; "
         f"one SELECT 1 round trip costs {_num(cpu('select_1'), ',.0f', ' µs')}.",
         "HOT share during these runs: presence "
-        f"{_num(hot['public.users']['hot_pct'], '.1f', ' %')}, naive "
+        f"{_num(hot['public.presence_sessions']['hot_pct'], '.1f', ' %')} (presence_sessions), "
+        "naive "
         f"{_num(hot['public.naive_users']['hot_pct'], '.1f', ' %')}.",
     ]
     body = _table(headers, rows, markdown=markdown)
@@ -249,7 +250,9 @@ def hot_section(res: dict[str, Any], *, markdown: bool) -> str:
         f"{h['users']:,} users, {h['beats_per_user']} beats each, round-robin so every user "
         "gets exactly that many; beat 1 starts the session (offline -> online), beats 2-10 "
         "are steady state; a CHECKPOINT precedes the steady beats (their WAL includes one "
-        "full-page image per page); autovacuum off for these two tables."
+        "full-page image per page); autovacuum off for these two tables. Presence: the "
+        "table a beat writes is public.presence_sessions (migration 4), whose rows beat 1 "
+        "inserts, so its sizes count from after beat 1."
     )
     return body + ("\n\n" if markdown else "\n") + note
 

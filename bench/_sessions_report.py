@@ -71,9 +71,10 @@ def cadence_section(res: dict[str, Any], *, markdown: bool) -> str:
     ]
     notes = [
         f"{c['users']:,} users (one session each) per design, each design in its own "
-        f"database; every session beats once per round, {c['rounds'] - 1} steady rounds "
-        f"{c['interval_s']:.0f} s +- {c['jitter']:.0%} apart (median per round shown), "
-        "designs interleaved round by round; round 1 starts the sessions and is left out.",
+        f"database; every session beats once per round, rounds {c['interval_s']:.0f} s "
+        f"+- {c['jitter']:.0%} apart, designs interleaved round by round; round 1 starts "
+        "the sessions, round 2 warms up, the median of the "
+        f"{c['rounds'] - 2} rounds after them is shown.",
         "First round (session start), server CPU per beat and writes to public.users: "
         + "; ".join(starts)
         + ".",

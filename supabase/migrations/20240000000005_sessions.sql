@@ -493,9 +493,15 @@ BEGIN
             least(coalesce(u.online_since, u.last_heartbeat), u.last_heartbeat, now()),
             least(u.last_heartbeat, now())
         FROM unnest(user_ids) AS w (id)
-        JOIN public.users AS u ON u.id = w.id
-        WHERE u.status <> 'offline'
-          AND u.status IN ('online', 'away', 'busy')
+        -- One primary-key lookup per user (OFFSET 0 keeps it one): as a join, a plan
+        -- cached while few users were online could scan users_presence_active_idx whole.
+        CROSS JOIN LATERAL (
+            SELECT x.id, x.status, x.online_since, x.last_heartbeat
+            FROM public.users AS x
+            WHERE x.id = w.id
+            OFFSET 0
+        ) AS u
+        WHERE u.status IN ('online', 'away', 'busy')
           AND u.last_heartbeat > live_after
           -- a per-row lookup by presence_sessions_user_id_idx, never a join with the table
           AND (SELECT count(*) FROM public.presence_sessions AS o WHERE o.user_id = u.id) = 0
@@ -568,11 +574,8 @@ SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     beat_at timestamptz := now();
-    timeout_s integer;
-    interval_s integer;
     live_after timestamptz;
     stored_status text;
-    stored_beat timestamptz;
 BEGIN
     IF new_status IS NULL OR new_status NOT IN ('online', 'away', 'busy') THEN
         RAISE EXCEPTION 'presence: invalid status %', presence_private.echo(new_status)
@@ -608,34 +611,39 @@ BEGIN
         PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
     END IF;
 
-    -- Steady? Also reads what the user's row says (same statement, one probe each).
-    UPDATE public.presence_sessions AS s
-    SET last_beat = beat_at,
-        device = coalesce(new_device, s.device),
-        metadata = coalesce(new_metadata, s.metadata)
-    FROM public.presence_config AS c, public.users AS u
-    WHERE s.session_id = sid
-      AND s.user_id = uid
-      AND s.status = new_status
-      AND s.last_beat > beat_at - make_interval(secs => c.timeout_seconds)
-      AND u.id = uid
-    RETURNING c.timeout_seconds, c.heartbeat_interval_seconds, u.status, u.last_heartbeat
-    INTO timeout_s, interval_s, stored_status, stored_beat;
+    -- Steady? One statement: the session's beat and, when the throttle says so (the
+    -- stored value is older than timeout - 2 x heartbeat interval, see sync_users), the
+    -- refresh of users.last_heartbeat. It also reads the stored status: a steady beat
+    -- under a stored status that is not online (left behind by a race) gets a full sync.
+    WITH beaten AS (
+        UPDATE public.presence_sessions AS s
+        SET last_beat = beat_at,
+            device = coalesce(new_device, s.device),
+            metadata = coalesce(new_metadata, s.metadata)
+        FROM public.presence_config AS c, public.users AS u
+        WHERE s.session_id = sid
+          AND s.user_id = uid
+          AND s.status = new_status
+          AND s.last_beat > beat_at - make_interval(secs => c.timeout_seconds)
+          AND u.id = uid
+        RETURNING u.status,
+                  beat_at - make_interval(secs => c.timeout_seconds - 2 * c.heartbeat_interval_seconds)
+                      AS refresh_before
+    ),
+    refreshed AS (
+        UPDATE public.users AS u
+        SET last_heartbeat = beat_at
+        FROM beaten AS b
+        WHERE u.id = uid
+          AND u.status IN ('online', 'away', 'busy')
+          AND (u.last_heartbeat IS NULL OR u.last_heartbeat < b.refresh_before)
+        RETURNING 1
+    )
+    SELECT b.status INTO stored_status FROM beaten AS b;
 
     IF FOUND THEN
-        -- Steady. users.last_heartbeat needs a refresh only when it is older than
-        -- timeout - 2 x heartbeat interval (see sync_users); a stored status that is
-        -- not online (left behind by a race) is repaired by a full sync.
         IF stored_status IS NULL OR stored_status NOT IN ('online', 'away', 'busy') THEN
             PERFORM presence_private.sync_users(ARRAY[uid]);
-        ELSIF stored_beat IS NULL
-              OR stored_beat < beat_at - make_interval(secs => timeout_s - 2 * interval_s) THEN
-            UPDATE public.users AS u
-            SET last_heartbeat = beat_at
-            WHERE u.id = uid
-              AND u.status IN ('online', 'away', 'busy')
-              AND (u.last_heartbeat IS NULL
-                   OR u.last_heartbeat < beat_at - make_interval(secs => timeout_s - 2 * interval_s));
         END IF;
         RETURN beat_at;
     END IF;
@@ -846,11 +854,50 @@ SET search_path = ''
 AS $$
 DECLARE
     uid uuid := auth.uid();
+    stored_status text;
 BEGIN
     IF uid IS NULL THEN
         RAISE EXCEPTION 'presence: not authenticated'
             USING ERRCODE = '28000',
                   HINT = 'Call presence_session_beat with a signed-in user''s access token.';
+    END IF;
+    -- The steady beat (nearly every beat), inline: see presence_private.beat, which
+    -- does the same and everything else (checks, new sessions, status changes).
+    IF (device IS NULL OR char_length(device) BETWEEN 1 AND 64)
+       AND (metadata IS NULL OR (jsonb_typeof(metadata) = 'object'
+                                 AND octet_length(metadata::text) <= 1024)) THEN
+        PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
+        WITH beaten AS (
+            UPDATE public.presence_sessions AS s
+            SET last_beat = now(),
+                device = coalesce(presence_session_beat.device, s.device),
+                metadata = coalesce(presence_session_beat.metadata, s.metadata)
+            FROM public.presence_config AS c, public.users AS u
+            WHERE s.session_id = presence_session_beat.session_id
+              AND s.user_id = uid
+              AND s.status = new_status
+              AND s.last_beat > now() - make_interval(secs => c.timeout_seconds)
+              AND u.id = uid
+            RETURNING u.status,
+                      now() - make_interval(secs => c.timeout_seconds - 2 * c.heartbeat_interval_seconds)
+                          AS refresh_before
+        ),
+        refreshed AS (
+            UPDATE public.users AS u
+            SET last_heartbeat = now()
+            FROM beaten AS b
+            WHERE u.id = uid
+              AND u.status IN ('online', 'away', 'busy')
+              AND (u.last_heartbeat IS NULL OR u.last_heartbeat < b.refresh_before)
+            RETURNING 1
+        )
+        SELECT b.status INTO stored_status FROM beaten AS b;
+        IF FOUND THEN
+            IF stored_status IS NULL OR stored_status NOT IN ('online', 'away', 'busy') THEN
+                PERFORM presence_private.sync_users(ARRAY[uid]);  -- repair after a race
+            END IF;
+            RETURN now();
+        END IF;
     END IF;
     RETURN presence_private.beat(uid, session_id, new_status, device, metadata);
 END;
@@ -924,11 +971,44 @@ SET search_path = ''
 AS $$
 DECLARE
     uid uuid := auth.uid();
+    stored_status text;
 BEGIN
     IF uid IS NULL THEN
         RAISE EXCEPTION 'presence: not authenticated'
             USING ERRCODE = '28000',
                   HINT = 'Call presence_heartbeat with a signed-in user''s access token.';
+    END IF;
+    -- The steady beat (nearly every beat), inline: see presence_private.beat, which
+    -- does the same and everything else (checks, new sessions, status changes).
+    PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
+    WITH beaten AS (
+        UPDATE public.presence_sessions AS s
+        SET last_beat = now()
+        FROM public.presence_config AS c, public.users AS u
+        WHERE s.session_id = uid
+          AND s.user_id = uid
+          AND s.status = new_status
+          AND s.last_beat > now() - make_interval(secs => c.timeout_seconds)
+          AND u.id = uid
+        RETURNING u.status,
+                  now() - make_interval(secs => c.timeout_seconds - 2 * c.heartbeat_interval_seconds)
+                      AS refresh_before
+    ),
+    refreshed AS (
+        UPDATE public.users AS u
+        SET last_heartbeat = now()
+        FROM beaten AS b
+        WHERE u.id = uid
+          AND u.status IN ('online', 'away', 'busy')
+          AND (u.last_heartbeat IS NULL OR u.last_heartbeat < b.refresh_before)
+        RETURNING 1
+    )
+    SELECT b.status INTO stored_status FROM beaten AS b;
+    IF FOUND THEN
+        IF stored_status IS NULL OR stored_status NOT IN ('online', 'away', 'busy') THEN
+            PERFORM presence_private.sync_users(ARRAY[uid]);  -- repair after a race
+        END IF;
+        RETURN now();
     END IF;
     RETURN presence_private.beat(uid, uid, new_status, NULL, NULL);
 END;
