@@ -582,7 +582,10 @@ BEGIN
                         WHERE d.datname = pg_catalog.current_database())
       AND l.classid = presence_private.events_lock_key()::oid
       AND l.objsubid = 2;
-    RETURN ARRAY[least(hi, coalesce(open_mark, hi)), newest];
+    -- Never below after_id: a writer that registered before the reader's last page
+    -- has a mark below ids already returned (its own ids are all above them), and
+    -- a horizon under after_id would send the reader back over those ids.
+    RETURN ARRAY[greatest(after_id, least(hi, coalesce(open_mark, hi))), newest];
 END;
 $$;
 

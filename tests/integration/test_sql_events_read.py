@@ -309,3 +309,30 @@ def test_rollback_keeps_presence_working_and_reapply_restores_the_log(
         conn.execute(events_migration.up)
     beat(presence_db, user, new_id())
     assert [r["kind"] for r in events(presence_db)] == ["session_start", "online"]
+
+
+def test_a_writer_older_than_the_readers_cursor_never_sends_it_back(
+    presence_db: PresenceDatabase,
+) -> None:
+    """An open writer whose mark is below ids already read holds back only what it may
+    still commit: the cursor never moves backwards (found by the racing test under
+    load: the reader was sent back and saw four events twice)."""
+    user = presence_db.create_user()
+    session = new_id()
+    beat(presence_db, user, session)
+    leave(presence_db, user, session)
+    cursor = since(presence_db, 0, 100, role="service_role")["last_id"]
+    assert cursor == newest_id(presence_db) >= 4
+    with psycopg.connect(presence_db.dsn, autocommit=False) as writer:
+        # A writer registered when the newest id was 1, holding an uncommitted id (a gap).
+        writer.execute("SELECT pg_advisory_xact_lock_shared(presence_private.events_lock_key(), 1)")
+        writer.execute("SELECT nextval('public.presence_events_id_seq')")
+        beat(presence_db, user, new_id())  # committed events above the gap
+        page = since(presence_db, cursor, 100, role="service_role")
+        assert page["last_id"] == cursor  # held at the gap, never sent back
+        assert page["events"] == []
+        assert page["more"] is True
+        writer.rollback()
+    after = since(presence_db, cursor, 100, role="service_role")
+    assert [e["kind"] for e in after["events"]] == ["session_start", "online"]
+    assert after["last_id"] > cursor
