@@ -866,7 +866,9 @@ BEGIN
     IF (device IS NULL OR char_length(device) BETWEEN 1 AND 64)
        AND (metadata IS NULL OR (jsonb_typeof(metadata) = 'object'
                                  AND octet_length(metadata::text) <= 1024)) THEN
-        PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
+        IF pg_catalog.pg_current_xact_id_if_assigned() IS NULL THEN  -- first write only
+            PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
+        END IF;
         WITH beaten AS (
             UPDATE public.presence_sessions AS s
             SET last_beat = now(),
@@ -980,7 +982,9 @@ BEGIN
     END IF;
     -- The steady beat (nearly every beat), inline: see presence_private.beat, which
     -- does the same and everything else (checks, new sessions, status changes).
-    PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
+    IF pg_catalog.pg_current_xact_id_if_assigned() IS NULL THEN  -- first write only
+        PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
+    END IF;
     WITH beaten AS (
         UPDATE public.presence_sessions AS s
         SET last_beat = now()
