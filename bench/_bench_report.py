@@ -251,7 +251,7 @@ def hot_section(res: dict[str, Any], *, markdown: bool) -> str:
         "gets exactly that many; beat 1 starts the session (offline -> online), beats 2-10 "
         "are steady state; a CHECKPOINT precedes the steady beats (their WAL includes one "
         "full-page image per page); autovacuum off for these two tables. Presence: the "
-        "table a beat writes is public.presence_sessions (migration 4), whose rows beat 1 "
+        "table a beat writes is public.presence_sessions (migration 5), whose rows beat 1 "
         "inserts, so its sizes count from after beat 1."
     )
     return body + ("\n\n" if markdown else "\n") + note

@@ -123,7 +123,7 @@ def prepare(
     cluster.create_database(dbname, template=template)
     with base.connect(cluster, dbname) as conn:
         base.load_users(conn, n, online=cfg.online)
-        # The online users as live sessions (as clients on migration 4 leave them).
+        # The online users as live sessions (as clients on migration 5 leave them).
         conn.execute("SELECT presence_private.adopt_legacy(NULL)")
         if settings:
             add_settings(conn)

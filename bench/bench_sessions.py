@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark of presence sessions (migration 4), part of ``make bench``.
+"""Benchmark of presence sessions (migration 5), part of ``make bench``.
 
 One run starts ONE throwaway, durable PostgreSQL 15 cluster and measures, side by side
 and in the same PostgREST envelope as ``bench_sql.py`` (``BEGIN; SET LOCAL ROLE ...;

@@ -1229,8 +1229,20 @@ BEGIN
             u.status IS NULL OR u.status NOT IN ('online', 'away', 'busy') AS stale_user,
             u.last_heartbeat IS NULL OR u.last_heartbeat < refresh_before AS refresh_due
         FROM batch
-        LEFT JOIN public.presence_sessions AS s ON s.session_id = batch.sid
-        LEFT JOIN public.users AS u ON u.id = batch.uid
+        -- One index lookup per entry (OFFSET 0 keeps each a lookup): the cost of a call
+        -- follows its size, never the size of the tables.
+        LEFT JOIN LATERAL (
+            SELECT x.session_id, x.user_id, x.status, x.last_beat
+            FROM public.presence_sessions AS x
+            WHERE x.session_id = batch.sid
+            OFFSET 0
+        ) AS s ON true
+        LEFT JOIN LATERAL (
+            SELECT x.id, x.status, x.last_heartbeat
+            FROM public.users AS x
+            WHERE x.id = batch.uid
+            OFFSET 0
+        ) AS u ON true
     )
     SELECT
         count(*) FILTER (WHERE l.is_foreign),
@@ -1284,6 +1296,7 @@ BEGIN
             metadata = coalesce(batch.metadata, s.metadata)
         FROM batch
         WHERE s.session_id = batch.session_id
+          AND s.session_id = ANY (sids)  -- an index path (by primary key) for the planner
           AND s.user_id = batch.user_id
           AND NOT batch.is_new
         RETURNING 1

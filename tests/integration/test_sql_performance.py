@@ -2,7 +2,7 @@
 
 DESIGN.md §2: no index on the beat time, free space on the page (fillfactor), so a
 beat writes its new row version on the same page without index maintenance. Since
-migration 4 a beat writes the user's session row (public.presence_sessions); the user's
+migration 5 a beat writes the user's session row (public.presence_sessions); the user's
 row in public.users is written only at transitions (and when its last_heartbeat needs
 a refresh, which a burst of beats within seconds never does).
 

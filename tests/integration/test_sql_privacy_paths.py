@@ -135,7 +135,7 @@ def test_every_path_shows_what_the_setting_allows(
         assert obs.last_seen, viewer
         for path, value in obs.last_seen.items():
             if path == "table":
-                continue  # the stored column: refreshed at transitions (migration 4)
+                continue  # the stored column: refreshed at transitions (migration 5)
             got = None if value is None else _as_time(value)
             assert got == last_seen, (viewer, path, value, last_seen)
 

@@ -252,6 +252,13 @@ def test_unknown_own_session_leave_is_a_no_op(presence_db: PresenceDatabase) -> 
     before = table_hash(presence_db)
     presence_db.rpc("presence_session_leave", {"session_id": new_id()}, user_id=me)
     assert table_hash(presence_db) == before
+    err = expect_error(presence_db, "presence_session_leave", {"session_id": None}, user_id=me)
+    assert (err.status, err.code, err.message) == (
+        400,
+        "22023",
+        "presence: session_id must not be null",
+    )
+    assert table_hash(presence_db) == before
 
 
 @pytest.mark.parametrize(
