@@ -90,21 +90,26 @@ def check_schema_functions(facts: Facts) -> Iterator[SetupCheck]:
 
 
 def _recreate(facts: Facts, missing: list[str]) -> str:
-    """How to bring back dropped functions: the migrations that define them, run again.
+    """How to bring back dropped functions: the migrations that make them, run again.
 
     ``presence-sdk migrate`` skips the files it has recorded, so it would change
-    nothing; the files are re-run by hand from the oldest one that defines a missing
-    function (each defines the function as the current version expects).
+    nothing. The files are re-run by hand from the oldest one that names a missing
+    function: its definition may be in a later file and its grants in an earlier one
+    (a re-created function gets the schema's default privileges, e.g. Supabase's
+    EXECUTE for anon, until the file that narrows them runs again).
     """
-    order = [m.name for m in migrations()]
-    files = {facts.expected.function_migrations.get(name) for name in missing}
-    known = sorted((f for f in files if f in order), key=order.index)
-    if not known:  # functions the shipped SQL does not define: the whole set again
+    shipped = migrations()
+    first = [
+        next((i for i, m in enumerate(shipped) if f"public.{name}(" in m.up), None)
+        for name in missing
+    ]
+    if any(i is None for i in first):  # a function the shipped SQL does not know
         return (
             "re-run every migration by hand, in order (idempotent; `presence-sdk migrate` "
             "skips the files it has recorded): `presence-sdk sql --no-schema | psql "
             "<DATABASE_URL>`"
         )
+    start = min(i for i in first if i is not None)
     defined = ", ".join(
         f"{name} ({facts.expected.function_migrations[name]})"
         for name in missing
@@ -112,7 +117,7 @@ def _recreate(facts: Facts, missing: list[str]) -> str:
     )
     return (
         f"defined by: {defined}. `presence-sdk migrate` skips files it has recorded, so "
-        + rerun_from(known[0])
+        + rerun_from(shipped[start].name)
     )
 
 

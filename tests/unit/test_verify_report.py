@@ -74,9 +74,8 @@ def privacy_section() -> dict[str, Any]:
             "config": ['search_path=""'],
             "execute": {"anon": False, "authenticated": False, "service_role": False},
         },
-        "objects": {
-            name: True
-            for name in (
+        "objects": dict.fromkeys(
+            (
                 "presence_private.contact_check(uuid, uuid)",
                 "presence_private.lists_every_user()",
                 "presence_private.privacy_of(uuid)",
@@ -87,8 +86,9 @@ def privacy_section() -> dict[str, Any]:
                 "presence_private.user_presence_all_rows",
                 "presence_private.viewer_sees_all()",
                 "presence_private.visible_to(uuid, uuid)",
-            )
-        },
+            ),
+            True,
+        ),
         "readable_presence_columns": {"anon": [], "authenticated": []},
         "select_grants": {
             "PUBLIC": {"table": False, "columns": []},

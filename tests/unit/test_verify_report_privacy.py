@@ -228,12 +228,18 @@ def test_a_missing_function_names_its_file_and_every_later_one() -> None:
     function(raw, "presence_my_privacy")["exists"] = False
     finding = only_problem(build_report(raw), "schema.functions")
     assert finding.detail == "missing: presence_heartbeat, presence_my_privacy"
+    # Its grants are in an older file than its definition: from the first file naming it.
+    files = ["presence_api", "setup_report", "hardening", "sessions", "events", "privacy"]
     assert finding.fix == (
         "defined by: presence_heartbeat (sessions), presence_my_privacy (privacy). "
         "`presence-sdk migrate` skips files it has recorded, so re-run the migrations by "
-        "hand, in order (idempotent): `presence-sdk sql --file sessions | psql "
-        "<DATABASE_URL>`, then `presence-sdk sql --file events | psql <DATABASE_URL>`, "
-        "then `presence-sdk sql --file privacy | psql <DATABASE_URL>`"
+        "hand, in order (idempotent): "
+        + ", then ".join(f"`presence-sdk sql --file {f} | psql <DATABASE_URL>`" for f in files)
+    )
+    only_privacy = healthy()
+    function(only_privacy, "presence_my_privacy")["exists"] = False
+    assert only_problem(build_report(only_privacy), "schema.functions").fix.endswith(
+        "(privacy). `presence-sdk migrate` skips files it has recorded, so " + PRIVACY_RERUN
     )
     assert "presence-sdk migrate --dsn" not in finding.fix
 
