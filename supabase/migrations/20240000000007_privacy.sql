@@ -17,7 +17,9 @@
 --     online_since) and real last seen; target's invisible flag (told only to target
 --     and to roles that bypass RLS); the last seen to show instead (frozen at the
 --     moment target went invisible, if last seen may be shown, else NULL).
---   * presence_private.contact_check(viewer, target) (the fail-closed hook call),
+--   * presence_private.caller_role() (auth.role(), or the "role" claim where there is
+--     no auth schema: plain PostgreSQL behind PostgREST),
+--     presence_private.contact_check(viewer, target) (the fail-closed hook call),
 --     presence_private.viewer_sees_all() (true for roles that bypass RLS: service_role,
 --     the table owner), presence_private.stored_presence and
 --     presence_private.privacy_settings (owner-rights views the invoker reads go
@@ -441,7 +443,29 @@ $$;
 COMMENT ON FUNCTION presence_private.set_invisible(uuid[], boolean) IS
     'Turns invisible mode on or off for the given users (on: freezes the last seen others see); returns how many changed.';
 
+-- The role of the request: auth.role(), or without an auth schema (plain PostgreSQL
+-- behind PostgREST) the "role" claim PostgREST sets, which auth.role() reads too.
+CREATE OR REPLACE FUNCTION presence_private.caller_role()
+RETURNS text
+LANGUAGE plpgsql
+STABLE
+SET search_path = ''
+AS $$
+BEGIN
+    IF pg_catalog.to_regprocedure('auth.role()') IS NOT NULL THEN
+        RETURN auth.role();
+    END IF;
+    RETURN nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::jsonb
+           OPERATOR(pg_catalog.->>) 'role';
+END;
+$$;
+
+COMMENT ON FUNCTION presence_private.caller_role() IS
+    'auth.role(), resolved at call time; without auth.role(), the "role" of request.jwt.claims.';
+
 -- Who a settings RPC acts for: the signed-in user, or (service_role only) user_id.
+-- The caller comes from presence_private.caller_id(), so that the RPCs also work
+-- without an auth schema.
 CREATE OR REPLACE FUNCTION presence_private.settings_owner(user_id uuid, fn text)
 RETURNS uuid
 LANGUAGE plpgsql
@@ -450,10 +474,10 @@ SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE
-    uid uuid := auth.uid();
+    uid uuid := presence_private.caller_id();
 BEGIN
     IF user_id IS NOT NULL AND user_id IS DISTINCT FROM uid THEN
-        IF coalesce(auth.role(), '') = 'service_role' THEN
+        IF coalesce(presence_private.caller_role(), '') = 'service_role' THEN
             IF NOT EXISTS (SELECT 1 FROM public.users AS u WHERE u.id = user_id) THEN
                 RAISE EXCEPTION 'presence: no public.users row for user %', user_id
                     USING ERRCODE = '23503';
@@ -497,6 +521,7 @@ AS $$
     LEFT JOIN public.presence_privacy AS p ON p.user_id = target;
 $$;
 
+REVOKE ALL ON FUNCTION presence_private.caller_role() FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION
     presence_private.exact_count_max_rows(), presence_private.lists_every_user(),
     presence_private.viewer_sees_all(), presence_private.contact_check(uuid, uuid),
@@ -592,7 +617,7 @@ STABLE
 SET search_path = ''
 AS $$
 DECLARE
-    viewer uuid := auth.uid();
+    viewer uuid := presence_private.caller_id();
     live_after timestamptz := presence_private.live_after();
     every_user boolean := presence_private.lists_every_user();
     n_online bigint;
