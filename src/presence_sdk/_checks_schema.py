@@ -169,7 +169,9 @@ def check_users_table(facts: Facts) -> Iterator[SetupCheck]:
         yield failed(
             "users_table",
             f"public.users lacks column(s) {', '.join(absent)}",
-            "re-apply the presence migrations (they add these columns): " + MIGRATE_CMD,
+            "apply the pending presence migrations (20240000000001_add_heartbeat adds "
+            f"these columns): {MIGRATE_CMD}. If every migration is already recorded (a "
+            "column dropped by hand), migrate skips them: " + rerun_from("add_heartbeat"),
         )
     else:
         yield passed("users_table", "public.users has the presence columns")

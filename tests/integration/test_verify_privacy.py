@@ -135,6 +135,24 @@ def test_a_dropped_rpc_is_restored_by_re_running_the_files_the_hint_names(
     assert online_for(presence_db, other, me) is False
 
 
+def test_a_dropped_presence_column_is_restored_by_the_files_the_hint_names(
+    presence_db: PresenceDatabase, capsys: pytest.CaptureFixture[str]
+) -> None:
+    me, other = presence_db.create_user(), presence_db.create_user()
+    # CASCADE takes the view and the reads built on the column with it.
+    presence_db.query("ALTER TABLE public.users DROP COLUMN online_since CASCADE")
+    report = verify(presence_db)
+    check = next(c for c in report.problems if c.name == "users_table")
+    assert check.detail == "public.users lacks column(s) online_since"
+    names = rerun_files(presence_db, check.fix, capsys)
+    assert names == [m.name for m in migrations()][1:]  # add_heartbeat and every later one
+    assert clone_problems(verify(presence_db)) == []
+    presence_db.rpc("presence_heartbeat", {"new_status": "online"}, user_id=me)
+    assert online_for(presence_db, other, me) is True
+    set_invisible(presence_db, me, True)
+    assert online_for(presence_db, other, me) is False
+
+
 # -- the settings table ------------------------------------------------------------------
 
 

@@ -383,7 +383,8 @@ def test_not_installed_report_with_a_probe_describes_the_partial_install() -> No
             lambda r: r["users_table"].update(columns=["id", "status"]),
             "users_table",
             "last_heartbeat, online_since",
-            "re-apply the presence migrations",
+            "migrate skips them: re-run the migrations by hand, in order (idempotent): "
+            "`presence-sdk sql --file add_heartbeat | psql <DATABASE_URL>`, then",
         ),
         (
             lambda r: r.update(settings=None),
