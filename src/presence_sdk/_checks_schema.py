@@ -9,7 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 from presence_sdk._models import SetupCheck
-from presence_sdk._verify_facts import MIGRATE_CMD, MIGRATE_HINT, Facts, failed, get, passed
+from presence_sdk._sql import migrations
+from presence_sdk._verify_facts import (
+    MIGRATE_CMD,
+    MIGRATE_HINT,
+    Facts,
+    failed,
+    get,
+    passed,
+    rerun_from,
+)
 
 __all__ = [
     "check_report_sections",
@@ -20,7 +29,6 @@ __all__ = [
     "check_users_table",
 ]
 
-_REAPPLY = "re-apply the presence migrations (they are idempotent): " + MIGRATE_CMD
 _RESTORE_SETTINGS = (
     "INSERT INTO public.presence_config (singleton) VALUES (true) "
     "ON CONFLICT (singleton) DO NOTHING;"
@@ -60,6 +68,7 @@ def check_schema_functions(facts: Facts) -> Iterator[SetupCheck]:
         return
     missing = sorted(name for name, f in facts.functions.items() if not f.get("exists"))
     wrong: list[str] = []
+    fixes: list[str] = []
     for name, fn in sorted(facts.functions.items()):
         if not fn.get("exists") or name not in facts.expected.signatures:
             continue
@@ -69,11 +78,47 @@ def check_schema_functions(facts: Facts) -> Iterator[SetupCheck]:
                 f"{name} should {'' if should else 'not '}be SECURITY DEFINER"
                 + ("" if should else " (it would bypass row level security)")
             )
+            mode = "SECURITY DEFINER" if should else "SECURITY INVOKER"
+            fixes.append(f"ALTER FUNCTION {facts.signature(name)} {mode};")
+    if missing:
+        fixes.insert(0, _recreate(facts, missing))
     if missing or wrong:
         parts = [f"missing: {', '.join(missing)}"] if missing else []
-        yield failed("schema.functions", "; ".join([*parts, *wrong]), _REAPPLY)
+        yield failed("schema.functions", "; ".join([*parts, *wrong]), " ".join(fixes))
     else:
         yield passed("schema.functions", f"all {len(facts.functions)} presence functions present")
+
+
+def _recreate(facts: Facts, missing: list[str]) -> str:
+    """How to bring back dropped functions: the migrations that make them, run again.
+
+    ``presence-sdk migrate`` skips the files it has recorded, so it would change
+    nothing. The files are re-run by hand from the oldest one that names a missing
+    function: its definition may be in a later file and its grants in an earlier one
+    (a re-created function gets the schema's default privileges, e.g. Supabase's
+    EXECUTE for anon, until the file that narrows them runs again).
+    """
+    shipped = migrations()
+    first = [
+        next((i for i, m in enumerate(shipped) if f"public.{name}(" in m.up), None)
+        for name in missing
+    ]
+    if any(i is None for i in first):  # a function the shipped SQL does not know
+        return (
+            "re-run every migration by hand, in order (idempotent; `presence-sdk migrate` "
+            "skips the files it has recorded): `presence-sdk sql --no-schema | psql "
+            "<DATABASE_URL>`"
+        )
+    start = min(i for i in first if i is not None)
+    defined = ", ".join(
+        f"{name} ({facts.expected.function_migrations[name]})"
+        for name in missing
+        if name in facts.expected.function_migrations
+    )
+    return (
+        f"defined by: {defined}. `presence-sdk migrate` skips files it has recorded, so "
+        + rerun_from(shipped[start].name)
+    )
 
 
 def check_report_sections(facts: Facts) -> Iterator[SetupCheck]:
@@ -124,7 +169,9 @@ def check_users_table(facts: Facts) -> Iterator[SetupCheck]:
         yield failed(
             "users_table",
             f"public.users lacks column(s) {', '.join(absent)}",
-            "re-apply the presence migrations (they add these columns): " + MIGRATE_CMD,
+            "apply the pending presence migrations (20240000000001_add_heartbeat adds "
+            f"these columns): {MIGRATE_CMD}. If every migration is already recorded (a "
+            "column dropped by hand), migrate skips them: " + rerun_from("add_heartbeat"),
         )
     else:
         yield passed("users_table", "public.users has the presence columns")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from presence_sdk._models import SetupCheck
-from presence_sdk._verify_facts import MIGRATE_CMD, Facts, failed, passed
+from presence_sdk._verify_facts import MIGRATE_CMD, Facts, failed, passed, rerun_from
 
 __all__ = [
     "check_event_triggers",
@@ -28,13 +28,6 @@ _SESSIONS = (
 )
 _EVENTS = "event log (public.presence_events: watch() and the history reads)"
 _OLDER = "older version of the presence SQL: apply the newer migrations: " + MIGRATE_CMD
-
-
-def _rerun(*names: str) -> str:
-    """The fix for an object dropped from an up-to-date database: migrate never runs a
-    recorded file again, so the files are run by hand (idempotent), in order."""
-    steps = ", then ".join(f"`presence-sdk sql --file {n} | psql <DATABASE_URL>`" for n in names)
-    return f"re-run the migration{'s' if len(names) > 1 else ''} by hand (idempotent): {steps}"
 
 
 def check_sessions(facts: Facts) -> Iterator[SetupCheck]:
@@ -54,7 +47,7 @@ def check_sessions(facts: Facts) -> Iterator[SetupCheck]:
         yield failed(
             "schema.sessions",
             f"{' and '.join(missing)} missing: beats, leaves and the presence reads fail",
-            _rerun("sessions", "events"),
+            rerun_from("sessions"),
         )
     else:
         yield passed("schema.sessions", "presence sessions are installed")
@@ -72,7 +65,7 @@ def check_events(facts: Facts) -> Iterator[SetupCheck]:
             "schema.events",
             "public.presence_events is missing: its triggers fail, and with them every "
             "beat that starts or ends a session",
-            _rerun("events"),
+            rerun_from("events"),
         )
     else:
         yield passed("schema.events", "the presence event log is installed")
@@ -100,7 +93,9 @@ def check_event_triggers(facts: Facts) -> Iterator[SetupCheck]:
         if not trigger.get("exists"):
             problems.append(f"{name} on {table} is missing (no events for {what})")
             statement = facts.expected.triggers.get(name)
-            fixes.append(statement or _rerun(facts.expected.trigger_migrations.get(name, "events")))
+            fixes.append(
+                statement or rerun_from(facts.expected.trigger_migrations.get(name, "events"))
+            )
         elif not trigger.get("enabled"):
             problems.append(f"{name} on {table} is DISABLED (no events for {what})")
             fixes.append(f"ALTER TABLE {table} ENABLE TRIGGER {name};")

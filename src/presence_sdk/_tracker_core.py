@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from presence_sdk._config import DEFAULT_TIMEOUT, TrackerConfig, check_timing
 from presence_sdk._core import (
@@ -69,7 +69,7 @@ from presence_sdk._exceptions import (
     SessionsRejectedError,
     TransientError,
 )
-from presence_sdk._queries import to_user_id
+from presence_sdk._queries import Query, to_user_id
 from presence_sdk._sessions import to_session_id, validate_device, validate_metadata
 from presence_sdk._track_replies import (
     Offenders,
@@ -79,7 +79,9 @@ from presence_sdk._track_replies import (
     parse_track_result,
 )
 
-__all__ = ["Tracker", "TrackerStats"]
+__all__ = ["Tracker", "TrackerStats", "request_effects"]
+
+T = TypeVar("T")
 
 _QUIET_STATES = frozenset(
     {PresenceState.NOT_INSTALLED, PresenceState.FAILED, PresenceState.UNAUTHENTICATED}
@@ -802,3 +804,16 @@ def _state_for(error: PresenceError) -> PresenceState:
     if isinstance(error, TransientError):
         return PresenceState.DEGRADED
     return PresenceState.FAILED
+
+
+def request_effects(query: Query[T], timeout: float) -> Effects[T]:
+    """One request the app makes through a tracker (e.g. invisible mode for many users):
+    one call with the service role, its answer parsed; its error goes to the caller.
+
+    Not retried and no session refresh, unlike the rounds: the app is waiting for the
+    answer, and a service role key has no session to refresh. A query without ``fn``
+    (nothing to ask) is answered without any I/O.
+    """
+    if query.fn is None:
+        return query.parse(None)
+    return query.parse((yield Call(query.fn, query.params, timeout)))

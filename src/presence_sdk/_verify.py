@@ -9,9 +9,10 @@ connection) and call in here, so the sync and async flavours judge identically.
 The judge is a table: :data:`CHECKS` lists small per-area check functions (schema in
 :mod:`presence_sdk._checks_schema`, security in :mod:`presence_sdk._checks_security`,
 pg_cron and the job in :mod:`presence_sdk._checks_cron`, sessions and the event log in
-:mod:`presence_sdk._checks_sessions`), each a function from the
-report's :class:`~presence_sdk._verify_facts.Facts` to findings. Adding a finding is
-adding one function to one of those modules and to the list below.
+:mod:`presence_sdk._checks_sessions`, privacy in :mod:`presence_sdk._checks_privacy`),
+each a function from the report's :class:`~presence_sdk._verify_facts.Facts` to
+findings. Adding a finding is adding one function to one of those modules and to the
+list below.
 
 What the package expects (schema version, job name and command, which functions are
 ``SECURITY DEFINER``, function signatures) is read from the shipped SQL, so it never
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from presence_sdk import _checks_cron as cron
+from presence_sdk import _checks_privacy as privacy
 from presence_sdk import _checks_schema as schema
 from presence_sdk import _checks_security as security
 from presence_sdk import _checks_sessions as sessions
@@ -65,7 +67,9 @@ CHECKS: tuple[Check, ...] = (
     security.check_rls,
     sessions.check_sessions,
     sessions.check_events,
+    privacy.check_privacy,
     sessions.check_tables_rls,
+    privacy.check_privacy_table,
     security.check_privileged_functions,
     security.check_client_api,
     security.check_anon_api,
@@ -74,6 +78,10 @@ CHECKS: tuple[Check, ...] = (
     security.check_reads,
     security.check_writes,
     security.check_policies,
+    privacy.check_column_reads,
+    privacy.check_privacy_internals,
+    privacy.check_hook,
+    privacy.check_realtime,
     sessions.check_event_triggers,
     schema.check_signup_trigger,
     cron.check_pg_cron,

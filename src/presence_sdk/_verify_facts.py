@@ -37,6 +37,7 @@ __all__ = [
     "get",
     "passed",
     "report_time",
+    "rerun_from",
 ]
 
 #: The service-role batch RPCs of the trackers: they beat and end sessions of any user.
@@ -51,6 +52,7 @@ PRIVILEGED_FUNCTIONS = (
     *BATCH_FUNCTIONS,
     "presence_prune_events",
     "presence_configure_events",
+    "presence_set_invisible_for",
 )
 #: Functions the SDK calls as a signed-in user (``authenticated`` must execute them).
 CLIENT_FUNCTIONS = (
@@ -67,12 +69,20 @@ CLIENT_FUNCTIONS = (
     "presence_events_since",
     "presence_session_history",
     "presence_online_per_day",
+    "presence_set_invisible",
+    "presence_set_visibility",
+    "presence_my_privacy",
 )
 #: The one client function anon needs: the timings, read before signing in.
 ANON_FUNCTIONS = ("presence_settings",)
 #: Functions the service role calls (the sweep by hand, verify_setup over HTTP, the
 #: trackers' batches).
-SERVICE_FUNCTIONS = ("mark_inactive_users_offline", "presence_setup_report", *BATCH_FUNCTIONS)
+SERVICE_FUNCTIONS = (
+    "mark_inactive_users_offline",
+    "presence_setup_report",
+    *BATCH_FUNCTIONS,
+    "presence_set_invisible_for",
+)
 
 MIGRATE_CMD = (
     "`presence-sdk migrate --dsn <DATABASE_URL>`, or `supabase db push` with the files "
@@ -83,6 +93,22 @@ SCHEDULE_HINT = "run as postgres (Supabase SQL editor): SELECT public.presence_s
 
 #: A check: the report in, zero or more findings out. Registered in ``_verify.CHECKS``.
 Check = Callable[["Facts"], Iterator[SetupCheck]]
+
+
+def rerun_from(name: str) -> str:
+    """The fix for objects of migration ``name`` dropped from an up-to-date database.
+
+    ``presence-sdk migrate`` never runs a recorded file again, so the files are run by
+    hand: ``name`` and every later one, in order (each is idempotent). A later file
+    may redefine what an earlier one installs (the privacy migration wraps the reads
+    of the sessions one, and redefines the setup report): stopping after ``name``
+    would undo it.
+    """
+    shipped = [m.name for m in migrations()]
+    names = shipped[shipped.index(name) :] if name in shipped else [name]
+    steps = ", then ".join(f"`presence-sdk sql --file {n} | psql <DATABASE_URL>`" for n in names)
+    plural = "s" if len(names) > 1 else ""
+    return f"re-run the migration{plural} by hand, in order (idempotent): {steps}"
 
 
 def passed(name: str, detail: str) -> SetupCheck:
@@ -112,6 +138,8 @@ class ExpectedSetup:
         security_definer: Names of the functions created ``SECURITY DEFINER``.
         triggers: Trigger name -> the ``CREATE TRIGGER`` statement that makes it.
         trigger_migrations: Trigger name -> the migration (name) that creates it.
+        function_migrations: Function name -> the newest migration (name) that
+            defines it (the one whose definition is current).
     """
 
     schema_version: int
@@ -122,6 +150,7 @@ class ExpectedSetup:
     security_definer: frozenset[str]
     triggers: Mapping[str, str]
     trigger_migrations: Mapping[str, str]
+    function_migrations: Mapping[str, str]
 
 
 _SCHEMA_VERSION = re.compile(r"'schema_version'\s*,\s*(\d+)")
@@ -142,6 +171,7 @@ def expected_setup() -> ExpectedSetup:
     job: tuple[str, str] | None = None
     signatures: dict[str, str] = {}
     definer: dict[str, bool] = {}
+    defined_in: dict[str, str] = {}
     triggers: dict[str, tuple[str, str]] = {}
     for migration in migrations():  # oldest first: later definitions win
         for match in _SCHEMA_VERSION.finditer(migration.up):
@@ -157,6 +187,7 @@ def expected_setup() -> ExpectedSetup:
             definer[fn["name"]] = (
                 re.search(r"\bSECURITY\s+DEFINER\b", fn["header"], re.I) is not None
             )
+            defined_in[fn["name"]] = migration.name
     if version is None or job is None:
         msg = "the shipped SQL no longer declares schema_version or the sweep job"
         raise RuntimeError(msg)
@@ -169,6 +200,7 @@ def expected_setup() -> ExpectedSetup:
         security_definer=frozenset(name for name, yes in definer.items() if yes),
         triggers={name: statement for name, (statement, _) in triggers.items()},
         trigger_migrations={name: origin for name, (_, origin) in triggers.items()},
+        function_migrations=defined_in,
     )
 
 
@@ -274,6 +306,12 @@ class Facts:
         """The functions in presence_private (``name`` is their regprocedure text)."""
         found = get(self.private_schema, "functions")
         return [f for f in found if isinstance(f, Mapping)] if isinstance(found, list) else []
+
+    @cached_property
+    def privacy(self) -> Mapping[str, Any] | None:
+        """The ``privacy`` section (migration 7), if reported."""
+        section = self.raw.get("privacy")
+        return section if isinstance(section, Mapping) else None
 
     @cached_property
     def event_triggers(self) -> list[Mapping[str, Any]] | None:

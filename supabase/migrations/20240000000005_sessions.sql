@@ -160,7 +160,9 @@ ALTER TABLE public.presence_sessions ENABLE ROW LEVEL SECURITY;
 
 -- auth.uid() for policies, looked up when a policy runs rather than when it is
 -- created: the migrations also install on plain PostgreSQL, where the auth schema
--- (Supabase's, or the app's own) may come later. Policies call it as
+-- (Supabase's, or the app's own) may come later, or never (PostgREST alone). Without
+-- auth.uid() the caller is the "sub" claim PostgREST sets per request, which is what
+-- Supabase's auth.uid() reads too. Policies call it as
 -- (SELECT presence_private.caller_id()): once per statement, not per row.
 CREATE OR REPLACE FUNCTION presence_private.caller_id()
 RETURNS uuid
@@ -169,12 +171,16 @@ STABLE
 SET search_path = ''
 AS $$
 BEGIN
-    RETURN auth.uid();
+    IF pg_catalog.to_regprocedure('auth.uid()') IS NOT NULL THEN
+        RETURN auth.uid();
+    END IF;
+    RETURN (nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::jsonb
+            OPERATOR(pg_catalog.->>) 'sub')::uuid;
 END;
 $$;
 
 COMMENT ON FUNCTION presence_private.caller_id() IS
-    'auth.uid(), resolved at call time (policies reference it, so they can be created before the auth schema exists).';
+    'auth.uid(), resolved at call time (policies reference it, so they can be created before the auth schema exists); without auth.uid(), the "sub" of request.jwt.claims.';
 
 REVOKE ALL ON FUNCTION presence_private.caller_id() FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION presence_private.caller_id() TO authenticated, service_role;

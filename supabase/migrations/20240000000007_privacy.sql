@@ -17,7 +17,9 @@
 --     online_since) and real last seen; target's invisible flag (told only to target
 --     and to roles that bypass RLS); the last seen to show instead (frozen at the
 --     moment target went invisible, if last seen may be shown, else NULL).
---   * presence_private.contact_check(viewer, target) (the fail-closed hook call),
+--   * presence_private.caller_role() (auth.role(), or the "role" claim where there is
+--     no auth schema: plain PostgreSQL behind PostgREST),
+--     presence_private.contact_check(viewer, target) (the fail-closed hook call),
 --     presence_private.viewer_sees_all() (true for roles that bypass RLS: service_role,
 --     the table owner), presence_private.stored_presence and
 --     presence_private.privacy_settings (owner-rights views the invoker reads go
@@ -47,8 +49,10 @@
 --   to 10,000 users, else estimated from table statistics, and says so in
 --   "offline_estimated"), presence_private.can_see_events(viewer, target) (the event
 --   log's seam, created when absent: a viewer sees target's events only when they may
---   see both target's presence and last seen). Previous definitions are saved in
---   presence_private.privacy_replaced_definitions; the rollback restores them.
+--   see both target's presence and last seen), public.presence_setup_report() (schema
+--   version 5: it also describes privacy; at the end of this file). Previous definitions
+--   are saved in presence_private.privacy_replaced_definitions; the rollback restores
+--   them.
 --
 -- What a viewer sees of a target (docs/privacy.md):
 --   * target itself, and roles that bypass RLS (service_role, postgres): the truth;
@@ -439,7 +443,29 @@ $$;
 COMMENT ON FUNCTION presence_private.set_invisible(uuid[], boolean) IS
     'Turns invisible mode on or off for the given users (on: freezes the last seen others see); returns how many changed.';
 
+-- The role of the request: auth.role(), or without an auth schema (plain PostgreSQL
+-- behind PostgREST) the "role" claim PostgREST sets, which auth.role() reads too.
+CREATE OR REPLACE FUNCTION presence_private.caller_role()
+RETURNS text
+LANGUAGE plpgsql
+STABLE
+SET search_path = ''
+AS $$
+BEGIN
+    IF pg_catalog.to_regprocedure('auth.role()') IS NOT NULL THEN
+        RETURN auth.role();
+    END IF;
+    RETURN nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::jsonb
+           OPERATOR(pg_catalog.->>) 'role';
+END;
+$$;
+
+COMMENT ON FUNCTION presence_private.caller_role() IS
+    'auth.role(), resolved at call time; without auth.role(), the "role" of request.jwt.claims.';
+
 -- Who a settings RPC acts for: the signed-in user, or (service_role only) user_id.
+-- The caller comes from presence_private.caller_id(), so that the RPCs also work
+-- without an auth schema.
 CREATE OR REPLACE FUNCTION presence_private.settings_owner(user_id uuid, fn text)
 RETURNS uuid
 LANGUAGE plpgsql
@@ -448,10 +474,10 @@ SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE
-    uid uuid := auth.uid();
+    uid uuid := presence_private.caller_id();
 BEGIN
     IF user_id IS NOT NULL AND user_id IS DISTINCT FROM uid THEN
-        IF coalesce(auth.role(), '') = 'service_role' THEN
+        IF coalesce(presence_private.caller_role(), '') = 'service_role' THEN
             IF NOT EXISTS (SELECT 1 FROM public.users AS u WHERE u.id = user_id) THEN
                 RAISE EXCEPTION 'presence: no public.users row for user %', user_id
                     USING ERRCODE = '23503';
@@ -495,6 +521,7 @@ AS $$
     LEFT JOIN public.presence_privacy AS p ON p.user_id = target;
 $$;
 
+REVOKE ALL ON FUNCTION presence_private.caller_role() FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION
     presence_private.exact_count_max_rows(), presence_private.lists_every_user(),
     presence_private.viewer_sees_all(), presence_private.contact_check(uuid, uuid),
@@ -590,7 +617,7 @@ STABLE
 SET search_path = ''
 AS $$
 DECLARE
-    viewer uuid := auth.uid();
+    viewer uuid := presence_private.caller_id();
     live_after timestamptz := presence_private.live_after();
     every_user boolean := presence_private.lists_every_user();
     n_online bigint;
@@ -1012,3 +1039,353 @@ BEGIN
     END IF;
 END;
 $$;
+
+-- ------------------------------------------------------------------------------------
+-- The setup report (schema_version 5): what verify_setup() judges, now with privacy:
+-- public.presence_privacy (in "relations"), the settings RPCs (in "functions"), and a
+-- "privacy" section (the hook, the internals, the SELECT grants on the presence columns
+-- of public.users, Realtime). The same text as 20240000000006_events' report otherwise.
+-- Kept at the end of this file, apart from the privacy objects themselves.
+
+-- Saved once for the rollback (never a definition that already knows privacy).
+INSERT INTO presence_private.privacy_replaced_definitions (object, position, ddl, comment_ddl)
+SELECT 'public.presence_setup_report()', 7, pg_catalog.pg_get_functiondef(p.oid),
+       pg_catalog.format('COMMENT ON FUNCTION %s IS %L', p.oid::regprocedure,
+                         pg_catalog.obj_description(p.oid, 'pg_proc'))
+FROM pg_catalog.pg_proc AS p
+WHERE p.oid = pg_catalog.to_regprocedure('public.presence_setup_report()')
+  AND pg_catalog.strpos(p.prosrc, 'presence_privacy') = 0
+ON CONFLICT (object) DO NOTHING;
+
+CREATE OR REPLACE FUNCTION public.presence_setup_report()
+RETURNS jsonb
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+DECLARE
+    report jsonb;
+    cron_installed boolean;
+    job jsonb := NULL;
+    runs jsonb := '[]'::jsonb;
+    history jsonb := NULL;
+    api_roles constant text[] := ARRAY['anon', 'authenticated', 'service_role'];
+BEGIN
+    report := jsonb_build_object(
+        'schema_version', 5,
+        'server_time', now(),
+        'database', pg_catalog.current_database(),
+        'current_user', current_user::text,
+        'settings', (SELECT to_jsonb(c) - 'singleton' FROM public.presence_config AS c),
+        'users_table', jsonb_build_object(
+            'exists', to_regclass('public.users') IS NOT NULL,
+            'rls_enabled', coalesce(
+                (SELECT relrowsecurity FROM pg_catalog.pg_class WHERE oid = to_regclass('public.users')),
+                false),
+            'columns', coalesce(
+                (SELECT jsonb_agg(attname ORDER BY attnum)
+                 FROM pg_catalog.pg_attribute
+                 WHERE attrelid = to_regclass('public.users') AND attnum > 0 AND NOT attisdropped),
+                '[]'::jsonb),
+            -- Presence columns each API role could write without the presence
+            -- functions (table-wide or column grants, directly or through PUBLIC).
+            'writable_presence_columns', (
+                SELECT coalesce(jsonb_object_agg(r.rolname, jsonb_build_object(
+                    'UPDATE', coalesce((
+                        SELECT jsonb_agg(a.attname ORDER BY a.attnum)
+                        FROM pg_catalog.pg_attribute AS a
+                        WHERE a.attrelid = to_regclass('public.users') AND NOT a.attisdropped
+                          AND a.attname IN ('status', 'last_heartbeat', 'online_since')
+                          AND has_column_privilege(r.oid, a.attrelid, a.attnum, 'UPDATE')), '[]'::jsonb),
+                    'INSERT', coalesce((
+                        SELECT jsonb_agg(a.attname ORDER BY a.attnum)
+                        FROM pg_catalog.pg_attribute AS a
+                        WHERE a.attrelid = to_regclass('public.users') AND NOT a.attisdropped
+                          AND a.attname IN ('last_heartbeat', 'online_since')
+                          AND has_column_privilege(r.oid, a.attrelid, a.attnum, 'INSERT')), '[]'::jsonb)
+                )), '{}'::jsonb)
+                FROM pg_catalog.pg_roles AS r
+                WHERE r.rolname IN ('anon', 'authenticated') AND to_regclass('public.users') IS NOT NULL
+            )
+        ),
+        -- Grants, RLS and policies of what the reads and the heartbeat use.
+        'relations', (
+            SELECT jsonb_object_agg(rel.name, jsonb_build_object(
+                'exists', c.oid IS NOT NULL,
+                'rls_enabled', coalesce(c.relrowsecurity, false),
+                'privileges', (
+                    SELECT coalesce(jsonb_object_agg(r.rolname, (
+                        SELECT coalesce(jsonb_agg(p.name ORDER BY p.ord), '[]'::jsonb)
+                        FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE',
+                                          'REFERENCES', 'TRIGGER']) WITH ORDINALITY AS p (name, ord)
+                        WHERE has_table_privilege(r.oid, c.oid, p.name)
+                    )), '{}'::jsonb)
+                    FROM pg_catalog.pg_roles AS r
+                    WHERE r.rolname = ANY (api_roles) AND c.oid IS NOT NULL
+                ),
+                'policies', (
+                    SELECT coalesce(jsonb_agg(jsonb_build_object(
+                        'name', pol.policyname,
+                        'command', pol.cmd,
+                        'roles', to_jsonb(pol.roles),
+                        'permissive', pol.permissive = 'PERMISSIVE'
+                    ) ORDER BY pol.policyname), '[]'::jsonb)
+                    FROM pg_catalog.pg_policies AS pol
+                    WHERE pol.schemaname = 'public' AND pol.tablename = rel.name
+                )
+            ))
+            FROM (VALUES ('users'), ('user_presence'), ('presence_config'), ('presence_sessions'),
+                         ('presence_events'), ('presence_privacy')) AS rel (name)
+            LEFT JOIN pg_catalog.pg_class AS c ON c.oid = to_regclass('public.' || rel.name)
+        ),
+        -- schema.sql's trigger that gives every new auth user a profile row (without
+        -- it, a new user's first heartbeat fails with PT404). Apps with their own users
+        -- table may not have the function at all.
+        'signup_trigger', jsonb_build_object(
+            'function_exists', to_regprocedure('public.handle_new_auth_user()') IS NOT NULL,
+            'function_security_definer', coalesce(
+                (SELECT prosecdef FROM pg_catalog.pg_proc
+                 WHERE oid = to_regprocedure('public.handle_new_auth_user()')), false),
+            'function_config', (
+                SELECT to_jsonb(proconfig) FROM pg_catalog.pg_proc
+                WHERE oid = to_regprocedure('public.handle_new_auth_user()')),
+            'triggers', coalesce((
+                SELECT jsonb_agg(jsonb_build_object(
+                    'name', t.tgname,
+                    'enabled', t.tgenabled IN ('O', 'A'),
+                    'on_insert', (t.tgtype & 4) <> 0
+                ) ORDER BY t.tgname)
+                FROM pg_catalog.pg_trigger AS t
+                WHERE t.tgrelid = to_regclass('auth.users') AND NOT t.tgisinternal
+                  AND t.tgfoid = to_regprocedure('public.handle_new_auth_user()')), '[]'::jsonb)
+        ),
+        'functions', (
+            SELECT coalesce(jsonb_agg(jsonb_build_object(
+                'name', f.name,
+                'exists', p.oid IS NOT NULL,
+                'security_definer', coalesce(p.prosecdef, false),
+                'config', to_jsonb(p.proconfig),
+                'execute', jsonb_build_object(
+                    'anon', p.oid IS NOT NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'anon')
+                            AND has_function_privilege('anon', p.oid, 'EXECUTE'),
+                    'authenticated', p.oid IS NOT NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'authenticated')
+                            AND has_function_privilege('authenticated', p.oid, 'EXECUTE'),
+                    'service_role', p.oid IS NOT NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'service_role')
+                            AND has_function_privilege('service_role', p.oid, 'EXECUTE')
+                )
+            ) ORDER BY f.name), '[]'::jsonb)
+            FROM (VALUES
+                ('mark_inactive_users_offline', 'public.mark_inactive_users_offline()'),
+                ('presence_configure', 'public.presence_configure(integer, integer, integer)'),
+                ('presence_configure_events', 'public.presence_configure_events(integer)'),
+                ('presence_counts', 'public.presence_counts()'),
+                ('presence_events_since', 'public.presence_events_since(bigint, integer)'),
+                ('presence_get', 'public.presence_get(uuid[])'),
+                ('presence_heartbeat', 'public.presence_heartbeat(text)'),
+                ('presence_is_online', 'public.presence_is_online(uuid)'),
+                ('presence_leave', 'public.presence_leave()'),
+                ('presence_list_online', 'public.presence_list_online(integer, uuid)'),
+                ('presence_my_privacy', 'public.presence_my_privacy()'),
+                ('presence_my_sessions', 'public.presence_my_sessions()'),
+                ('presence_online_per_day', 'public.presence_online_per_day(uuid, date, date, text)'),
+                ('presence_prune_events', 'public.presence_prune_events(integer)'),
+                ('presence_prune_job_history', 'public.presence_prune_job_history(integer)'),
+                ('presence_schedule_sweep', 'public.presence_schedule_sweep()'),
+                ('presence_session_beat', 'public.presence_session_beat(uuid, text, text, jsonb)'),
+                ('presence_session_history',
+                 'public.presence_session_history(uuid, timestamptz, timestamptz, integer)'),
+                ('presence_session_leave', 'public.presence_session_leave(uuid)'),
+                ('presence_set_invisible', 'public.presence_set_invisible(boolean, uuid)'),
+                ('presence_set_invisible_for', 'public.presence_set_invisible_for(uuid[], boolean)'),
+                ('presence_set_visibility', 'public.presence_set_visibility(text, text, uuid)'),
+                ('presence_settings', 'public.presence_settings()'),
+                ('presence_setup_report', 'public.presence_setup_report()'),
+                ('presence_track_beat', 'public.presence_track_beat(jsonb)'),
+                ('presence_track_end', 'public.presence_track_end(uuid[])')
+            ) AS f (name, signature)
+            LEFT JOIN pg_catalog.pg_proc AS p ON p.oid = to_regprocedure(f.signature)
+        ),
+        -- The internals of sessions (and of the event log): who may use the schema, and
+        -- every function in it (SECURITY DEFINER ones must pin search_path; only the
+        -- read helpers may be executable by the API roles).
+        'private_schema', jsonb_build_object(
+            'exists', to_regnamespace('presence_private') IS NOT NULL,
+            'usage', (
+                SELECT coalesce(jsonb_object_agg(r.rolname,
+                           has_schema_privilege(r.oid, to_regnamespace('presence_private'), 'USAGE')),
+                       '{}'::jsonb)
+                FROM pg_catalog.pg_roles AS r
+                WHERE r.rolname = ANY (api_roles) AND to_regnamespace('presence_private') IS NOT NULL
+            ),
+            'functions', (
+                SELECT coalesce(jsonb_agg(jsonb_build_object(
+                    'name', p.oid::regprocedure::text,
+                    'security_definer', p.prosecdef,
+                    'config', to_jsonb(p.proconfig),
+                    'execute', (
+                        SELECT coalesce(jsonb_object_agg(r.rolname,
+                                   has_function_privilege(r.oid, p.oid, 'EXECUTE')), '{}'::jsonb)
+                        FROM pg_catalog.pg_roles AS r
+                        WHERE r.rolname = ANY (api_roles)
+                    )
+                ) ORDER BY p.oid::regprocedure::text), '[]'::jsonb)
+                FROM pg_catalog.pg_proc AS p
+                WHERE p.pronamespace = to_regnamespace('presence_private')
+            )
+        ),
+        -- The triggers that write the event log: without one, transitions of its kind
+        -- are missing from the log, watch() and the history.
+        'event_triggers', (
+            SELECT jsonb_agg(jsonb_build_object(
+                'name', t.name,
+                'table', t.table_name,
+                'exists', tg.oid IS NOT NULL,
+                'enabled', coalesce(tg.tgenabled IN ('O', 'A'), false)
+            ) ORDER BY t.name)
+            FROM (VALUES
+                ('presence_events_session_delete', 'public.presence_sessions'),
+                ('presence_events_session_insert', 'public.presence_sessions'),
+                ('presence_events_session_update', 'public.presence_sessions'),
+                ('presence_events_user_update', 'public.users')
+            ) AS t (name, table_name)
+            LEFT JOIN pg_catalog.pg_trigger AS tg
+                ON tg.tgrelid = to_regclass(t.table_name) AND tg.tgname = t.name
+               AND NOT tg.tgisinternal
+        ),
+        -- Privacy (migration 7): the app's hook and who may run it, the internals every
+        -- read path goes through, who may SELECT the presence columns of public.users
+        -- directly (nobody but the owner and service_role: the reads apply the rules),
+        -- and whether Realtime publishes public.users.
+        'privacy', jsonb_build_object(
+            'installed', to_regclass('public.presence_privacy') IS NOT NULL,
+            'hook', (
+                SELECT jsonb_build_object(
+                    'exists', p.oid IS NOT NULL,
+                    'is_default', coalesce(btrim(p.prosrc) = 'SELECT true', false),
+                    'security_definer', coalesce(p.prosecdef, false),
+                    'config', to_jsonb(p.proconfig),
+                    'execute', (
+                        SELECT coalesce(jsonb_object_agg(r.rolname,
+                                   p.oid IS NOT NULL AND has_function_privilege(r.oid, p.oid, 'EXECUTE')),
+                               '{}'::jsonb)
+                        FROM pg_catalog.pg_roles AS r
+                        WHERE r.rolname = ANY (api_roles)
+                    )
+                )
+                FROM (SELECT to_regprocedure('public.presence_can_see(uuid, uuid)') AS oid) AS h
+                LEFT JOIN pg_catalog.pg_proc AS p ON p.oid = h.oid
+            ),
+            'objects', (
+                SELECT jsonb_object_agg(o.name,
+                    CASE WHEN o.name LIKE '%(%' THEN to_regprocedure(o.name) IS NOT NULL
+                         ELSE to_regclass(o.name) IS NOT NULL END)
+                FROM (VALUES
+                    ('presence_private.contact_check(uuid, uuid)'),
+                    ('presence_private.lists_every_user()'),
+                    ('presence_private.privacy_of(uuid)'),
+                    ('presence_private.privacy_settings'),
+                    ('presence_private.set_invisible(uuid[], boolean)'),
+                    ('presence_private.settings_owner(uuid, text)'),
+                    ('presence_private.stored_presence'),
+                    ('presence_private.user_presence_all_rows'),
+                    ('presence_private.viewer_sees_all()'),
+                    ('presence_private.visible_to(uuid, uuid)')
+                ) AS o (name)
+            ),
+            -- Presence columns each API role can SELECT (through any grant), and the
+            -- grants on public.users that give them: table-wide or per column, to the
+            -- role itself or to PUBLIC.
+            'readable_presence_columns', (
+                SELECT coalesce(jsonb_object_agg(r.rolname, (
+                    SELECT coalesce(jsonb_agg(a.attname ORDER BY a.attnum), '[]'::jsonb)
+                    FROM pg_catalog.pg_attribute AS a
+                    WHERE a.attrelid = to_regclass('public.users') AND NOT a.attisdropped
+                      AND a.attname IN ('status', 'last_heartbeat', 'online_since')
+                      AND has_column_privilege(r.oid, a.attrelid, a.attnum, 'SELECT')
+                )), '{}'::jsonb)
+                FROM pg_catalog.pg_roles AS r
+                WHERE r.rolname IN ('anon', 'authenticated') AND to_regclass('public.users') IS NOT NULL
+            ),
+            'select_grants', (
+                SELECT coalesce(jsonb_object_agg(g.grantee, jsonb_build_object(
+                    'table', EXISTS (
+                        SELECT 1
+                        FROM pg_catalog.pg_class AS c, pg_catalog.aclexplode(c.relacl) AS x
+                        WHERE c.oid = to_regclass('public.users') AND x.privilege_type = 'SELECT'
+                          AND x.grantee = g.oid),
+                    'columns', (
+                        SELECT coalesce(jsonb_agg(a.attname ORDER BY a.attnum), '[]'::jsonb)
+                        FROM pg_catalog.pg_attribute AS a, pg_catalog.aclexplode(a.attacl) AS x
+                        WHERE a.attrelid = to_regclass('public.users') AND NOT a.attisdropped
+                          AND a.attname IN ('status', 'last_heartbeat', 'online_since')
+                          AND x.privilege_type = 'SELECT' AND x.grantee = g.oid)
+                )), '{}'::jsonb)
+                FROM (
+                    SELECT 'PUBLIC' AS grantee, 0::oid AS oid
+                    UNION ALL
+                    SELECT r.rolname::text, r.oid FROM pg_catalog.pg_roles AS r
+                    WHERE r.rolname IN ('anon', 'authenticated')
+                ) AS g
+                WHERE to_regclass('public.users') IS NOT NULL
+            ),
+            'users_in_realtime', EXISTS (
+                SELECT 1 FROM pg_catalog.pg_publication_tables AS t
+                WHERE t.pubname = 'supabase_realtime' AND t.schemaname = 'public'
+                  AND t.tablename = 'users')
+        )
+    );
+
+    cron_installed := EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron');
+    report := report || jsonb_build_object('pg_cron', jsonb_build_object(
+        'available', EXISTS (SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = 'pg_cron'),
+        'installed', cron_installed,
+        'version', (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_cron'),
+        'database_name', current_setting('cron.database_name', true)
+    ));
+
+    -- cron.* only exists with the extension; plpgsql plans these statements lazily,
+    -- so the branch is safe to compile without it.
+    IF cron_installed THEN
+        SELECT to_jsonb(j) INTO job
+        FROM (
+            SELECT jobid, jobname, schedule, command, active, username, database
+            FROM cron.job
+            WHERE jobname = 'mark-inactive-users'
+            ORDER BY jobid
+            LIMIT 1
+        ) AS j;
+        IF job IS NOT NULL THEN
+            SELECT coalesce(jsonb_agg(to_jsonb(r) ORDER BY r.runid DESC), '[]'::jsonb) INTO runs
+            FROM (
+                SELECT runid, status, return_message, start_time, end_time
+                FROM cron.job_run_details
+                WHERE jobid = (job ->> 'jobid')::bigint
+                ORDER BY runid DESC
+                LIMIT 5
+            ) AS r;
+            -- pg_cron never deletes runs; the sweep prunes its own to one day.
+            SELECT jsonb_build_object(
+                'rows', count(*),
+                'older_than_a_day', count(*) FILTER (WHERE d.start_time < now() - interval '1 day'),
+                'oldest_start_time', min(d.start_time),
+                'table_bytes', pg_catalog.pg_total_relation_size('cron.job_run_details'::regclass)
+            ) INTO history
+            FROM cron.job_run_details AS d
+            WHERE d.jobid = (job ->> 'jobid')::bigint;
+        END IF;
+        report := report || jsonb_build_object(
+            'job_count', (SELECT count(*) FROM cron.job WHERE jobname = 'mark-inactive-users'));
+    ELSE
+        report := report || jsonb_build_object('job_count', 0);
+    END IF;
+
+    RETURN report || jsonb_build_object('job', job, 'recent_runs', runs, 'run_history', history);
+END;
+$$;
+
+COMMENT ON FUNCTION public.presence_setup_report() IS
+    'JSON report of the presence setup (schema version, functions and their settings, grants, RLS, policies, sessions and presence_private, the event log and its triggers, privacy: the hook, its internals, the presence columns'' SELECT grants and Realtime, sign-up trigger, pg_cron, job, recent runs, run history size) for verify_setup().';
+
+REVOKE EXECUTE ON FUNCTION public.presence_setup_report() FROM PUBLIC, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public.presence_setup_report() TO postgres, service_role;

@@ -6,7 +6,7 @@
 --    are readable by every signed-in user again.
 -- 2. Restores the definitions the migration replaced (presence_private.user_presence_now,
 --    public.presence_counts, presence_is_online, presence_get, presence_list_online,
---    presence_private.can_see_events), as saved in
+--    presence_private.can_see_events, and the setup report of schema_version 4), as saved in
 --    presence_private.privacy_replaced_definitions; a can_see_events the migration
 --    created (no event log yet) is dropped.
 -- 3. Drops what the migration added. Privacy settings are lost. The app's hook
@@ -75,7 +75,10 @@ BEGIN
                            to_regprocedure('public.presence_list_online(integer, uuid)'),
                            to_regprocedure('presence_private.can_see_events(uuid, uuid)'))
              AND strpos(p.prosrc, 'visible_to') > 0
-       ) THEN
+       )
+       OR strpos(coalesce((SELECT p.prosrc FROM pg_catalog.pg_proc AS p
+                           WHERE p.oid = to_regprocedure('public.presence_setup_report()')), ''),
+                 'presence_privacy') > 0 THEN
         RAISE EXCEPTION 'presence: cannot roll back 20240000000007_privacy: the saved definitions are missing'
             USING HINT = 'Re-apply migration 20240000000004_sessions (and any later ones) first, then run this rollback again.';
     END IF;
@@ -101,6 +104,7 @@ DROP FUNCTION IF EXISTS public.presence_set_invisible(boolean, uuid);
 
 DROP FUNCTION IF EXISTS presence_private.privacy_of(uuid);
 DROP FUNCTION IF EXISTS presence_private.settings_owner(uuid, text);
+DROP FUNCTION IF EXISTS presence_private.caller_role();
 DROP FUNCTION IF EXISTS presence_private.set_invisible(uuid[], boolean);
 DROP FUNCTION IF EXISTS presence_private.visible_to(uuid, uuid);
 DROP VIEW IF EXISTS presence_private.privacy_settings;

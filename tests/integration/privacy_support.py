@@ -36,6 +36,7 @@ PRIVACY_FUNCTION_GRANTS = {
     "presence_private.set_invisible(uuid[], boolean)": (False, False, False),
     "presence_private.settings_owner(uuid, text)": (False, False, False),
     "presence_private.privacy_of(uuid)": (False, False, False),
+    "presence_private.caller_role()": (False, False, False),
 }
 
 

@@ -139,7 +139,7 @@ def test_service_role_may_sweep_and_report_but_not_reconfigure(
     assert presence_db.rpc("mark_inactive_users_offline", role="service_role") == 1
     assert presence_row(presence_db, user)["status"] == "offline"
     report = presence_db.rpc("presence_setup_report", role="service_role")
-    assert report["schema_version"] == 4
+    assert report["schema_version"] == 5
     for fn, params in OWNER_ONLY.items():
         err = expect_error(presence_db, fn, params, role="service_role")
         assert (err.status, err.code) == (403, "42501")
@@ -164,6 +164,7 @@ def test_setup_report_lists_the_grants(presence_db: PresenceDatabase) -> None:
         "presence_is_online": users,
         "presence_leave": users,
         "presence_list_online": users,
+        "presence_my_privacy": users,
         "presence_my_sessions": signed_in,
         "presence_online_per_day": users,
         "presence_prune_events": service,
@@ -172,6 +173,9 @@ def test_setup_report_lists_the_grants(presence_db: PresenceDatabase) -> None:
         "presence_session_beat": signed_in,
         "presence_session_history": users,
         "presence_session_leave": signed_in,
+        "presence_set_invisible": users,
+        "presence_set_invisible_for": service,
+        "presence_set_visibility": users,
         "presence_settings": {"anon": True, "authenticated": True, "service_role": True},
         "presence_setup_report": service,
         "presence_track_beat": service,

@@ -73,9 +73,15 @@ def test_a_database_from_before_sessions_and_events_is_told_to_migrate(
     assert expect_error(presence_db, "presence_session_beat", {"session_id": new_id()},
                         user_id=user).code == "PGRST202"  # fmt: skip
     report = verify(presence_db)
-    assert clone_problems(report) == ["schema.version", "schema.sessions", "schema.events"]
+    assert clone_problems(report) == [
+        "schema.version",
+        "schema.sessions",
+        "schema.events",
+        "schema.privacy",
+    ]
     assert report.schema_version == 3
-    for check in [c for c in report.problems if c.name in ("schema.sessions", "schema.events")]:
+    older = ("schema.sessions", "schema.events", "schema.privacy")
+    for check in [c for c in report.problems if c.name in older]:
         assert check.fix.startswith("older version of the presence SQL: apply the newer")
         assert "presence-sdk migrate" in check.fix
     # The fix as written: the template was set up without records, so migrate applies
@@ -98,11 +104,13 @@ def test_a_dropped_event_log_is_named_and_re_running_its_file_restores_it(
     check = finding(presence_db, "schema.events")
     assert "public.presence_events is missing" in check.detail
     assert check.fix == (
-        "re-run the migration by hand (idempotent): "
-        "`presence-sdk sql --file events | psql <DATABASE_URL>`"
+        "re-run the migrations by hand, in order (idempotent): "
+        "`presence-sdk sql --file events | psql <DATABASE_URL>`, "
+        "then `presence-sdk sql --file privacy | psql <DATABASE_URL>`"
     )
-    with presence_db.connect() as conn:  # what that command pipes into psql
+    with presence_db.connect() as conn:  # what those commands pipe into psql
         conn.execute(BY_NAME["events"].up)
+        conn.execute(BY_NAME["privacy"].up)
     assert clone_problems(verify(presence_db)) == []
     sessions_work(presence_db, user)
 

@@ -42,6 +42,63 @@ def policy(name: str, command: str, roles: list[str]) -> dict[str, Any]:
     return {"name": name, "command": command, "roles": roles, "permissive": True}
 
 
+#: presence_private's privacy internals as the report lists them (readers: the reads
+#: run them as the caller; writers: only the settings RPCs, with owner rights).
+PRIVACY_FUNCTIONS = [
+    {
+        "name": name,
+        "security_definer": definer,
+        "config": ['search_path=""'] if definer else None,
+        "execute": {"anon": False, "authenticated": reader, "service_role": reader},
+    }
+    for name, definer, reader in (
+        ("presence_private.contact_check(uuid,uuid)", True, True),
+        ("presence_private.lists_every_user()", False, True),
+        ("presence_private.privacy_of(uuid)", True, False),
+        ("presence_private.set_invisible(uuid[],boolean)", True, False),
+        ("presence_private.settings_owner(uuid,text)", True, False),
+        ("presence_private.viewer_sees_all()", False, True),
+        ("presence_private.visible_to(uuid,uuid)", False, True),
+    )
+]
+
+
+def privacy_section() -> dict[str, Any]:
+    """The report's "privacy" section for a complete setup (migration 7)."""
+    return {
+        "installed": True,
+        "hook": {
+            "exists": True,
+            "is_default": True,
+            "security_definer": False,
+            "config": ['search_path=""'],
+            "execute": {"anon": False, "authenticated": False, "service_role": False},
+        },
+        "objects": dict.fromkeys(
+            (
+                "presence_private.contact_check(uuid, uuid)",
+                "presence_private.lists_every_user()",
+                "presence_private.privacy_of(uuid)",
+                "presence_private.privacy_settings",
+                "presence_private.set_invisible(uuid[], boolean)",
+                "presence_private.settings_owner(uuid, text)",
+                "presence_private.stored_presence",
+                "presence_private.user_presence_all_rows",
+                "presence_private.viewer_sees_all()",
+                "presence_private.visible_to(uuid, uuid)",
+            ),
+            True,
+        ),
+        "readable_presence_columns": {"anon": [], "authenticated": []},
+        "select_grants": {
+            "PUBLIC": {"table": False, "columns": []},
+            "anon": {"table": False, "columns": []},
+            "authenticated": {"table": False, "columns": []},
+        },
+        "users_in_realtime": False,
+    }
+
+
 def healthy() -> dict[str, Any]:
     """A report as presence_setup_report() returns it for a complete setup."""
     expected = expected_setup()
@@ -114,6 +171,10 @@ def healthy() -> dict[str, Any]:
                 {"anon": [], "authenticated": ["SELECT"], "service_role": ["SELECT"]},
                 [policy("presence_events_select", "SELECT", ["authenticated"])],
             ),
+            "presence_privacy": relation(
+                {"anon": [], "authenticated": ["SELECT"], "service_role": ["SELECT"]},
+                [policy("presence_privacy_select_own", "SELECT", ["authenticated"])],
+            ),
         },
         "private_schema": {
             "exists": True,
@@ -131,6 +192,7 @@ def healthy() -> dict[str, Any]:
                     "config": ['search_path=""', "plan_cache_mode=force_generic_plan", "jit=off"],
                     "execute": {"anon": False, "authenticated": False, "service_role": False},
                 },
+                *copy.deepcopy(PRIVACY_FUNCTIONS),
             ],
         },
         "event_triggers": [
@@ -142,6 +204,7 @@ def healthy() -> dict[str, Any]:
                 ("presence_events_user_update", "public.users"),
             )
         ],
+        "privacy": privacy_section(),
         "signup_trigger": {
             "function_exists": True,
             "function_security_definer": True,
@@ -320,7 +383,8 @@ def test_not_installed_report_with_a_probe_describes_the_partial_install() -> No
             lambda r: r["users_table"].update(columns=["id", "status"]),
             "users_table",
             "last_heartbeat, online_since",
-            "re-apply the presence migrations",
+            "migrate skips them: re-run the migrations by hand, in order (idempotent): "
+            "`presence-sdk sql --file add_heartbeat | psql <DATABASE_URL>`, then",
         ),
         (
             lambda r: r.update(settings=None),
@@ -765,9 +829,12 @@ def test_a_dropped_event_log_is_re_run_by_hand() -> None:
     raw["relations"]["presence_events"] = {"exists": False}
     finding = only_problem(build_report(raw), "schema.events")
     assert "public.presence_events is missing" in finding.detail
+    # migrate skips recorded files; re-running the log's file alone would put back
+    # the setup report it defines over the privacy migration's: every later file too.
     assert finding.fix == (
-        "re-run the migration by hand (idempotent): "
-        "`presence-sdk sql --file events | psql <DATABASE_URL>`"
+        "re-run the migrations by hand, in order (idempotent): "
+        "`presence-sdk sql --file events | psql <DATABASE_URL>`, "
+        "then `presence-sdk sql --file privacy | psql <DATABASE_URL>`"
     )
 
 

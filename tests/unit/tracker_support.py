@@ -24,6 +24,7 @@ class FakeSQL:
     live: dict[str, dict[str, Any]] = field(default_factory=dict)  # session -> entry
     invalid_devices: set[str] = field(default_factory=set)  # devices the server refuses
     max_batch: int = 10_000
+    invisible: set[str] = field(default_factory=set)  # users in invisible mode
 
     def __call__(self, call: Call) -> Any:
         if call.fn == "presence_track_beat":
@@ -33,6 +34,8 @@ class FakeSQL:
             return {"ended_at": T0, "count": len(ended)}
         if call.fn == "presence_settings":
             return SETTINGS
+        if call.fn == "presence_set_invisible_for":
+            return self.set_invisible(call.params["user_ids"], call.params["invisible"])
         raise AssertionError(call.fn)
 
     def beat(self, entries: list[dict[str, Any]]) -> Any:
@@ -65,6 +68,18 @@ class FakeSQL:
         for entry in entries:
             self.live[entry["session_id"]] = entry
         return {"beat_at": T0, "count": len(entries)}
+
+    def set_invisible(self, user_ids: list[str], invisible: bool) -> Any:
+        """presence_set_invisible_for: all or nothing, like the privacy migration."""
+        unknown = sorted(set(user_ids) - self.users)
+        if unknown:
+            msg = f"presence: {len(unknown)} user ids have no public.users row; nothing was changed"
+            detail = "unknown: " + ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+            raise RejectedError(msg, code="23503", status=409, details=detail)
+        wanted = set(user_ids)
+        changed = wanted - self.invisible if invisible else wanted & self.invisible
+        self.invisible = self.invisible | wanted if invisible else self.invisible - wanted
+        return {"changed": len(changed), "at": T0}
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         """A respx side effect: answer like PostgREST over this fake SQL."""

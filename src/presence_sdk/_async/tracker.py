@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import httpx
 from supabase import AsyncClient, AsyncClientOptions
 
+from presence_sdk import _privacy as privacy
 from presence_sdk._async._send import send_call
 from presence_sdk._config import TrackerConfig
 from presence_sdk._core import (
@@ -34,10 +35,14 @@ from presence_sdk._core import (
 )
 from presence_sdk._exceptions import ConfigurationError, PresenceError
 from presence_sdk._http import OwnedAsyncClient
+from presence_sdk._queries import Query, UserId
 from presence_sdk._shell import ExitHooks
+from presence_sdk._tracker_core import request_effects
 from presence_sdk._tracker_shell import TrackerBase
 
 __all__ = ["AsyncPresenceTracker"]
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -163,6 +168,15 @@ class AsyncPresenceTracker(TrackerBase[AsyncClient]):
         if self._stopping is run:
             self._stopping = None
 
+    # -- privacy ---------------------------------------------------------------------
+
+    async def set_invisible(self, user_ids: Iterable[UserId], invisible: bool = True) -> int:
+        """Turn invisible mode on (or off) for these users, in one request; returns how
+        many changed. See :meth:`PresenceTracker.set_invisible
+        <presence_sdk.PresenceTracker.set_invisible>` (the same arguments, answer and
+        errors). Any event loop; the tracker need not be running."""
+        return await self._request(privacy.set_invisible_for(user_ids, invisible))
+
     async def close(self) -> None:
         """Stop, and release the connections of the httpx client :meth:`from_url`
         created (a later use opens new ones)."""
@@ -222,7 +236,11 @@ class AsyncPresenceTracker(TrackerBase[AsyncClient]):
             async with asyncio.timeout(self.config.stop_timeout):
                 await self._drive(self._engine.end_all(control), None)
 
-    async def _drive(self, effects: Effects[None], wake: asyncio.Event | None) -> None:
+    async def _request(self, query: Query[T]) -> T:
+        self._check_usable()
+        return await self._drive(request_effects(query, self.config.request_timeout), None)
+
+    async def _drive(self, effects: Effects[T], wake: asyncio.Event | None) -> T:
         driver = Driver(effects)
         try:
             for effect in driver:
@@ -232,6 +250,7 @@ class AsyncPresenceTracker(TrackerBase[AsyncClient]):
                     driver.fail(exc)
         finally:
             driver.close()
+        return driver.result
 
     async def _perform(self, effect: Effect, wake: asyncio.Event | None) -> Any:
         if isinstance(effect, Call):

@@ -8,14 +8,15 @@ performs its effects (blocking sends under a total deadline, waits on a
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import httpx
 from supabase import Client, ClientOptions
 
+from presence_sdk import _privacy as privacy
 from presence_sdk._config import TrackerConfig
 from presence_sdk._core import (
     LOGGER,
@@ -32,11 +33,15 @@ from presence_sdk._core import (
 )
 from presence_sdk._exceptions import PresenceError
 from presence_sdk._http import OwnedClient
+from presence_sdk._queries import Query, UserId
 from presence_sdk._shell import ExitHooks
 from presence_sdk._sync._send import send_call
+from presence_sdk._tracker_core import request_effects
 from presence_sdk._tracker_shell import TrackerBase
 
 __all__ = ["PresenceTracker"]
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -180,6 +185,38 @@ class PresenceTracker(TrackerBase[Client]):
                 self.config.stop_timeout,
             )
 
+    # -- privacy ---------------------------------------------------------------------
+
+    def set_invisible(self, user_ids: Iterable[UserId], invisible: bool = True) -> int:
+        """Turn invisible mode on (or off) for these users, at once, in one request.
+
+        Invisible users show offline to everyone else, with their last seen frozen at
+        the moment they went invisible; they and the service role see the truth. It
+        applies to the user (all their sessions, tracked here or not), and their
+        sessions stay alive, so turning it off is instant. Blocks the calling thread
+        (any thread; the tracker need not be running) for up to
+        ``config.request_timeout``.
+
+        Args:
+            user_ids: The users (UUIDs or their text), at most 10,000 distinct ones.
+                An empty iterable asks nothing and returns 0.
+            invisible: True to hide them, False to show them again.
+
+        Returns:
+            How many users changed (already invisible users, turned invisible again,
+            do not count).
+
+        Raises:
+            InvalidInputError: at once, sending nothing, for a single id instead of an
+                iterable, a malformed id, more than 10,000 users, or a non-bool
+                ``invisible``.
+            RejectedError: the server refused them (a user without a ``public.users``
+                row: code ``23503``); nothing changed.
+            PresenceError: the request failed (permission denied without the service
+                role key, not installed, timeout, ...); not retried.
+        """
+        return self._request(privacy.set_invisible_for(user_ids, invisible))
+
     def close(self) -> None:
         """Stop, and release the connections of the httpx client :meth:`from_url`
         created (a later use opens new ones)."""
@@ -213,7 +250,11 @@ class PresenceTracker(TrackerBase[Client]):
             if self._engine.end_run(run.control):
                 self._wake()
 
-    def _drive(self, effects: Effects[None], wake: threading.Event) -> None:
+    def _request(self, query: Query[T]) -> T:
+        self._check_usable()
+        return self._drive(request_effects(query, self.config.request_timeout), None)
+
+    def _drive(self, effects: Effects[T], wake: threading.Event | None) -> T:
         driver = Driver(effects)
         try:
             for effect in driver:
@@ -223,11 +264,12 @@ class PresenceTracker(TrackerBase[Client]):
                     driver.fail(exc)
         finally:
             driver.close()
+        return driver.result
 
-    def _perform(self, effect: Effect, wake: threading.Event) -> Any:
+    def _perform(self, effect: Effect, wake: threading.Event | None) -> Any:
         if isinstance(effect, Call):
             return send_call(self._supabase, effect)
-        if not isinstance(effect, Sleep):  # the tracker core yields nothing else
+        if not isinstance(effect, Sleep) or wake is None:  # the core yields nothing else
             msg = f"unexpected effect {effect!r}"
             raise TypeError(msg)
         wake.wait(effect.seconds)
