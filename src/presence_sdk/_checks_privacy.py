@@ -288,7 +288,7 @@ def check_realtime(facts: Facts) -> Iterator[SetupCheck]:
     if privacy.get("users_in_realtime"):
         yield failed(
             "privacy.realtime",
-            "warning: public.users is in the supabase_realtime publication: subscribers "
+            "public.users is in the supabase_realtime publication: subscribers "
             "get no presence columns, but every update of a user's row reaches them when "
             "it happens, and those times follow the user's presence transitions "
             "(online, offline), whatever their privacy settings (invisible, 'nobody')",
@@ -296,6 +296,7 @@ def check_realtime(facts: Facts) -> Iterator[SetupCheck]:
             "settings) and remove the table: ALTER PUBLICATION supabase_realtime DROP "
             "TABLE public.users; (if the app streams its own columns of public.users, "
             "keep it knowingly: see docs/security.md)",
+            warning=True,
         )
     else:
         yield passed("privacy.realtime", "public.users is not published to Realtime")

@@ -124,12 +124,17 @@ class SetupCheck:
         ok: Whether this part of the setup is right.
         detail: What was found.
         fix: How to fix it (empty when ``ok``).
+        warning: A finding worth knowing that does not break presence (e.g.
+            ``privacy.realtime``): when it is not ``ok`` it is listed in
+            :attr:`SetupReport.warnings`, not in :attr:`SetupReport.problems`, and the
+            report stays ``ok``.
     """
 
     name: str
     ok: bool
     detail: str
     fix: str = ""
+    warning: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -153,20 +158,29 @@ class SetupReport:
 
     @property
     def ok(self) -> bool:
-        """True when every check passed."""
-        return all(check.ok for check in self.checks)
+        """True when every check passed (failed warnings do not count)."""
+        return not self.problems
 
     @property
     def problems(self) -> tuple[SetupCheck, ...]:
-        """The checks that failed."""
-        return tuple(check for check in self.checks if not check.ok)
+        """The checks that failed, warnings excluded."""
+        return tuple(check for check in self.checks if not check.ok and not check.warning)
+
+    @property
+    def warnings(self) -> tuple[SetupCheck, ...]:
+        """The warnings that apply (failed checks marked ``warning``)."""
+        return tuple(check for check in self.checks if not check.ok and check.warning)
 
     def __str__(self) -> str:
-        lines = [f"presence setup: {'OK' if self.ok else f'{len(self.problems)} problem(s)'}"]
+        head = "OK" if self.ok else f"{len(self.problems)} problem(s)"
+        if self.warnings:
+            head += f", {len(self.warnings)} warning(s)"
+        lines = [f"presence setup: {head}"]
         if self.sweep_period_seconds is not None:
             lines.append(f"  sweep period: {self.sweep_period_seconds} s")
         for check in self.checks:
-            lines.append(f"  [{'ok' if check.ok else 'FAIL'}] {check.name}: {check.detail}")
+            mark = "ok" if check.ok else "WARN" if check.warning else "FAIL"
+            lines.append(f"  [{mark}] {check.name}: {check.detail}")
             if not check.ok and check.fix:
                 lines.append(f"         fix: {check.fix}")
         return "\n".join(lines)
@@ -178,6 +192,13 @@ class SetupReport:
             "schema_version": self.schema_version,
             "sweep_period_seconds": self.sweep_period_seconds,
             "checks": [
-                {"name": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix} for c in self.checks
+                {
+                    "name": c.name,
+                    "ok": c.ok,
+                    "warning": c.warning,
+                    "detail": c.detail,
+                    "fix": c.fix,
+                }
+                for c in self.checks
             ],
         }

@@ -116,9 +116,9 @@ def passed(name: str, detail: str) -> SetupCheck:
     return SetupCheck(name=name, ok=True, detail=detail)
 
 
-def failed(name: str, detail: str, fix: str) -> SetupCheck:
-    """A finding, with how to fix it."""
-    return SetupCheck(name=name, ok=False, detail=detail, fix=fix)
+def failed(name: str, detail: str, fix: str, *, warning: bool = False) -> SetupCheck:
+    """A finding, with how to fix it (``warning``: it does not fail the report)."""
+    return SetupCheck(name=name, ok=False, detail=detail, fix=fix, warning=warning)
 
 
 # --------------------------------------------------------------------------------------

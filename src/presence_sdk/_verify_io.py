@@ -133,6 +133,8 @@ def _report_from_data(data: Any) -> SetupReport:
 
 
 def _finish(report: SetupReport, *, raise_on_error: bool, source: str) -> SetupReport:
+    for check in report.warnings:
+        logger.warning("presence setup (%s): warning %s: %s", source, check.name, check.detail)
     if report.ok:
         logger.debug("presence setup verified (%s): OK", source)
         return report

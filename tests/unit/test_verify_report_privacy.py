@@ -191,9 +191,20 @@ def test_presence_columns_readable_through_another_role() -> None:
 def test_users_in_the_realtime_publication_is_a_warning() -> None:
     raw = healthy()
     raw["privacy"]["users_in_realtime"] = True
-    finding = only_problem(build_report(raw), "privacy.realtime")
-    assert finding.detail.startswith("warning: public.users is in the supabase_realtime")
+    report = build_report(raw)
+    assert report.ok
+    assert report.problems == ()
+    (finding,) = report.warnings
+    assert finding.name == "privacy.realtime"
+    assert finding.warning
+    assert not finding.ok
+    assert finding.detail.startswith("public.users is in the supabase_realtime")
     assert "ALTER PUBLICATION supabase_realtime DROP TABLE public.users;" in finding.fix
+    assert str(report).startswith("presence setup: OK, 1 warning(s)")
+    assert report.to_dict()["ok"] is True
+    assert {"name": "privacy.realtime", "warning": True}.items() <= next(
+        c for c in report.to_dict()["checks"] if c["name"] == "privacy.realtime"
+    ).items()
 
 
 def test_the_privacy_rpcs_are_client_api_and_the_batch_is_the_service_roles() -> None:
