@@ -97,10 +97,10 @@ def test_callbacks_run_outside_the_lock_and_in_order(
     states: list[tuple[PresenceState, PresenceState, bool]] = []
 
     def on_state_change(old: PresenceState, new: PresenceState) -> None:
-        # The client's lock is free: another thread could take it right now.
-        free = presence._lock.acquire(blocking=False)
-        if free:
-            presence._lock.release()
+        # The callback's thread does not hold the client's (reentrant) lock. Asking
+        # whether it is free instead would race with the heartbeat thread taking it
+        # for a moment, and a reentrant acquire would succeed even under the lock.
+        free = not presence._lock._is_owned()  # type: ignore[attr-defined]
         states.append((old, new, free))
 
     presence = sync_client(misbehaving, CONFIG, on_state_change=on_state_change)

@@ -151,7 +151,8 @@ def test_connect_and_disconnect_are_sent_promptly(server: Server) -> None:
         wait_until(lambda: server.sql.live[str(sid)]["status"] == "busy")
         assert tracker.untrack(sid) is True
         wait_until(lambda: str(sid) not in server.sql.live)
-        assert time.monotonic() - started < 2.0  # not the 30 s interval
+        # Well under the 30 s interval (a margin for a loaded machine).
+        assert time.monotonic() - started < slow.interval / 3
         assert tracker.untrack(sid) is False
         assert tracker.set_status(sid, "away") is False
         assert tracker.stats.sessions_ended == 1
