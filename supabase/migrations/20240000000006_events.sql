@@ -109,7 +109,10 @@ CREATE TABLE IF NOT EXISTS public.presence_events (
     reason text NOT NULL
         CONSTRAINT presence_events_reason_check
         CHECK (reason IN ('join', 'leave', 'timeout', 'evicted', 'status')),
-    device text
+    device text,
+    audience text
+        CONSTRAINT presence_events_audience_check
+        CHECK (audience IN ('everyone', 'contacts', 'nobody'))
 );
 
 COMMENT ON TABLE public.presence_events IS
@@ -120,6 +123,8 @@ COMMENT ON COLUMN public.presence_events.occurred_at IS
     'When it happened: a timeout is the last beat plus the timeout, not the time the sweep noticed.';
 COMMENT ON COLUMN public.presence_events.session_id IS
     'The session of a session_* event; NULL for the user events online, offline and status.';
+COMMENT ON COLUMN public.presence_events.audience IS
+    'Who else the user let see this event when it was logged (presence_private.event_audience): everyone, contacts or nobody (invisible). A user event is shown to another viewer only if this AND the current rule allow it. NULL: no snapshot (session events, which only the user sees; events logged without privacy settings).';
 
 -- History reads walk one user's events by time; the trigger that derives a user's
 -- transition reads that user's latest events the same way.
@@ -156,13 +161,62 @@ BEGIN
 END;
 $$;
 
+-- The rule per event: what target let others see when the event was logged (its
+-- audience, written by log_user_changed from presence_private.event_audience) AND what
+-- can_see_events allows now; the stricter wins. Created only when absent, like
+-- can_see_events. Default (no privacy settings installed): events logged for everyone,
+-- or with no snapshot, follow can_see_events; any other audience hides (there is no
+-- contacts rule here to ask: fail closed).
+DO $$
+BEGIN
+    IF pg_catalog.to_regprocedure('presence_private.can_see_event(uuid, uuid, text)') IS NULL THEN
+        -- No SET clause, so that the planner inlines it into the policy: every name
+        -- and operator is qualified.
+        CREATE OR REPLACE FUNCTION presence_private.can_see_event(viewer uuid, target uuid, audience text)
+        RETURNS boolean
+        LANGUAGE sql
+        STABLE
+        AS $fn$
+            SELECT CASE
+                WHEN audience IS NULL OR audience OPERATOR(pg_catalog.=) 'everyone'
+                    THEN presence_private.can_see_events(viewer, target)
+                ELSE false
+            END;
+        $fn$;
+        COMMENT ON FUNCTION presence_private.can_see_event(uuid, uuid, text) IS
+            'May viewer see an event of target logged with this audience? The audience at the time (NULL: no snapshot) and can_see_events(viewer, target) now must both allow it. The per-event rule of the log''s policy.';
+    END IF;
+END;
+$$;
+
+-- What the user lets others see of their events right now, snapshotted onto each user
+-- event by log_user_changed (target's events at `at`; NULL: no snapshot, the current
+-- rule alone decides). Created only when absent: 20240000000007_privacy replaces it.
+DO $$
+BEGIN
+    IF pg_catalog.to_regprocedure('presence_private.event_audience(uuid, timestamptz)') IS NULL THEN
+        CREATE OR REPLACE FUNCTION presence_private.event_audience(target uuid, at timestamptz)
+        RETURNS text
+        LANGUAGE sql
+        STABLE
+        SET search_path = ''
+        AS $fn$
+            SELECT NULL::text;
+        $fn$;
+        COMMENT ON FUNCTION presence_private.event_audience(uuid, timestamptz) IS
+            'Who else may see an event of target that happened at `at`, as target''s settings say when it is logged: everyone, contacts, nobody, or NULL (no privacy settings: no snapshot). Written onto each user event.';
+    END IF;
+END;
+$$;
+
 DROP POLICY IF EXISTS presence_events_select ON public.presence_events;
 CREATE POLICY presence_events_select ON public.presence_events
     FOR SELECT TO authenticated
     USING (
         user_id = (SELECT presence_private.caller_id())
         OR (session_id IS NULL
-            AND presence_private.can_see_events((SELECT presence_private.caller_id()), user_id))
+            AND presence_private.can_see_event((SELECT presence_private.caller_id()), user_id,
+                                               audience))
     );
 
 -- ------------------------------------------------------------------------------------
@@ -385,6 +439,8 @@ DECLARE
     gone_at timestamptz;
     gone_reason text;
     logged record;
+    came_at timestamptz;
+    shown_to text;           -- who else may see these events (presence_private.event_audience)
 BEGIN
     IF NOT was_online AND NOT is_online THEN
         RETURN NULL;
@@ -396,9 +452,12 @@ BEGIN
     IF NOT was_online THEN
         -- Coming online: at the start of the earliest live session. The common case
         -- needs nothing else.
-        INSERT INTO public.presence_events (occurred_at, kind, user_id, old_status, new_status, reason)
-        VALUES (least(coalesce(NEW.online_since, now()), now()), 'online', NEW.id,
-                coalesce(OLD.status, 'offline'), NEW.status, 'join')
+        came_at := least(coalesce(NEW.online_since, now()), now());
+        shown_to := presence_private.event_audience(NEW.id, came_at);
+        INSERT INTO public.presence_events
+            (occurred_at, kind, user_id, old_status, new_status, reason, audience)
+        VALUES (came_at, 'online', NEW.id, coalesce(OLD.status, 'offline'), NEW.status, 'join',
+                shown_to)
         RETURNING id, kind INTO logged;
         PERFORM pg_catalog.pg_notify('presence_events',
             pg_catalog.json_build_object('id', logged.id, 'kind', logged.kind)::text);
@@ -436,8 +495,11 @@ BEGIN
                 gone_reason := 'status';
             END IF;
         END IF;
-        INSERT INTO public.presence_events (occurred_at, kind, user_id, old_status, new_status, reason)
-        VALUES (least(gone_at, now()), 'offline', NEW.id, OLD.status, 'offline', gone_reason)
+        gone_at := least(gone_at, now());
+        shown_to := presence_private.event_audience(NEW.id, gone_at);
+        INSERT INTO public.presence_events
+            (occurred_at, kind, user_id, old_status, new_status, reason, audience)
+        VALUES (gone_at, 'offline', NEW.id, OLD.status, 'offline', gone_reason, shown_to)
         RETURNING id, kind INTO logged;
         PERFORM pg_catalog.pg_notify('presence_events',
             pg_catalog.json_build_object('id', logged.id, 'kind', logged.kind)::text);
@@ -455,13 +517,16 @@ BEGIN
             OLD.last_heartbeat + timeout
         ) INTO gone_at;
         IF gone_at < NEW.online_since THEN
+            -- The earlier of the two times: the stricter audience of the pair.
+            shown_to := presence_private.event_audience(NEW.id, gone_at);
             FOR logged IN
                 INSERT INTO public.presence_events
-                    (occurred_at, kind, user_id, old_status, new_status, reason)
+                    (occurred_at, kind, user_id, old_status, new_status, reason, audience)
                 VALUES
                     (gone_at, 'offline', NEW.id, OLD.status, 'offline',
-                     CASE WHEN end_at = gone_at THEN end_reason ELSE 'timeout' END),
-                    (least(NEW.online_since, now()), 'online', NEW.id, 'offline', NEW.status, 'join')
+                     CASE WHEN end_at = gone_at THEN end_reason ELSE 'timeout' END, shown_to),
+                    (least(NEW.online_since, now()), 'online', NEW.id, 'offline', NEW.status, 'join',
+                     shown_to)
                 RETURNING id, kind
             LOOP
                 PERFORM pg_catalog.pg_notify('presence_events',
@@ -477,9 +542,12 @@ BEGIN
         WHERE e.user_id = NEW.id AND e.session_id IS NOT NULL AND e.id > mark
         ORDER BY e.occurred_at DESC, e.id DESC
         LIMIT 1;
-        INSERT INTO public.presence_events (occurred_at, kind, user_id, old_status, new_status, reason)
-        VALUES (least(coalesce(latest_at, now()), now()), 'status', NEW.id, OLD.status,
-                NEW.status, coalesce(latest_reason, 'status'))
+        latest_at := least(coalesce(latest_at, now()), now());
+        shown_to := presence_private.event_audience(NEW.id, latest_at);
+        INSERT INTO public.presence_events
+            (occurred_at, kind, user_id, old_status, new_status, reason, audience)
+        VALUES (latest_at, 'status', NEW.id, OLD.status, NEW.status,
+                coalesce(latest_reason, 'status'), shown_to)
         RETURNING id, kind INTO logged;
         PERFORM pg_catalog.pg_notify('presence_events',
             pg_catalog.json_build_object('id', logged.id, 'kind', logged.kind)::text);
@@ -490,6 +558,8 @@ $$;
 
 REVOKE ALL ON FUNCTION
     presence_private.can_see_events(uuid, uuid),
+    presence_private.can_see_event(uuid, uuid, text),
+    presence_private.event_audience(uuid, timestamptz),
     presence_private.events_lock_key(),
     presence_private.events_begin(),
     presence_private.timeout(),
@@ -498,9 +568,12 @@ REVOKE ALL ON FUNCTION
     presence_private.log_session_changed(),
     presence_private.log_user_changed()
 FROM PUBLIC, anon, authenticated, service_role;
--- The policy on presence_events calls it as the reader; the history RPCs read the
--- timeout as the reader.
-GRANT EXECUTE ON FUNCTION presence_private.can_see_events(uuid, uuid), presence_private.timeout()
+-- The policy on presence_events calls them as the reader; the history RPCs read the
+-- timeout as the reader. (event_audience: only the triggers, as the owner.)
+GRANT EXECUTE ON FUNCTION
+    presence_private.can_see_events(uuid, uuid),
+    presence_private.can_see_event(uuid, uuid, text),
+    presence_private.timeout()
 TO authenticated, service_role;
 
 -- Triggers. Statement level with transition tables where every row is a transition

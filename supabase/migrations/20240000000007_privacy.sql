@@ -119,6 +119,21 @@ WHERE pg_catalog.strpos(p.prosrc, 'visible_to') = 0
   AND NOT coalesce(p.proconfig @> ARRAY['plan_cache_mode=force_generic_plan'], false)
 ON CONFLICT (object) DO NOTHING;
 
+-- The event log's per-event seams (20240000000006_events installs their defaults; a
+-- definition that reads public.presence_privacy or asks contact_check is this file's).
+INSERT INTO presence_private.privacy_replaced_definitions (object, position, ddl, comment_ddl)
+SELECT f.signature, f.position, pg_catalog.pg_get_functiondef(p.oid),
+       pg_catalog.format('COMMENT ON FUNCTION %s IS %L', p.oid::regprocedure,
+                         pg_catalog.obj_description(p.oid, 'pg_proc'))
+FROM (VALUES
+    ('presence_private.can_see_event(uuid,uuid,text)', 7),
+    ('presence_private.event_audience(uuid,timestamp with time zone)', 8)
+) AS f (signature, position)
+JOIN pg_catalog.pg_proc AS p ON p.oid = pg_catalog.to_regprocedure(f.signature)
+WHERE pg_catalog.strpos(p.prosrc, 'presence_privacy') = 0
+  AND pg_catalog.strpos(p.prosrc, 'contact_check') = 0
+ON CONFLICT (object) DO NOTHING;
+
 INSERT INTO presence_private.privacy_replaced_definitions (object, position, ddl, comment_ddl)
 SELECT 'presence_private.user_presence_now', 1,
        pg_catalog.format(
@@ -141,6 +156,7 @@ CREATE TABLE IF NOT EXISTS public.presence_privacy (
     invisible boolean NOT NULL DEFAULT false,
     invisible_since timestamptz,
     frozen_last_seen timestamptz,
+    visible_since timestamptz,
     presence_visibility text NOT NULL DEFAULT 'everyone'
         CONSTRAINT presence_privacy_presence_visibility_check
         CHECK (presence_visibility IN ('everyone', 'contacts', 'nobody')),
@@ -158,6 +174,8 @@ COMMENT ON COLUMN public.presence_privacy.invisible IS
     'Invisible mode: others see the user offline, with last seen frozen at frozen_last_seen; their sessions stay alive.';
 COMMENT ON COLUMN public.presence_privacy.invisible_since IS
     'When invisible mode was turned on (NULL while visible).';
+COMMENT ON COLUMN public.presence_privacy.visible_since IS
+    'When invisible mode was last turned off (the end of the last hidden period): an event that happened before it and is logged after it (a timeout the sweep notices late) is never shown to others.';
 COMMENT ON COLUMN public.presence_privacy.frozen_last_seen IS
     'The last seen others are shown while the user is invisible: their last seen at the moment they went invisible (then, if they were online).';
 COMMENT ON COLUMN public.presence_privacy.presence_visibility IS
@@ -428,7 +446,8 @@ BEGIN
         WHERE NOT p.invisible;
     ELSE
         UPDATE public.presence_privacy AS p
-        SET invisible = false, invisible_since = NULL, frozen_last_seen = NULL, updated_at = now()
+        SET invisible = false, invisible_since = NULL, frozen_last_seen = NULL,
+            visible_since = now(), updated_at = now()
         WHERE p.user_id = ANY (user_ids) AND p.invisible;
     END IF;
     GET DIAGNOSTICS changed = ROW_COUNT;
@@ -779,6 +798,78 @@ COMMENT ON FUNCTION presence_private.can_see_events(uuid, uuid) IS
 
 REVOKE ALL ON FUNCTION presence_private.can_see_events(uuid, uuid) FROM PUBLIC, anon;
 GRANT EXECUTE ON FUNCTION presence_private.can_see_events(uuid, uuid) TO authenticated, service_role;
+
+-- The rule per event. can_see_events is per (viewer, target) with target's settings
+-- NOW; each user event also carries the audience target's settings gave it WHEN it was
+-- logged (presence_private.event_audience, below). Both must allow the viewer: so what
+-- happened while a user was invisible (or hid presence or last seen) stays hidden after
+-- they loosen the setting, and tightening it hides the past too. Events with no
+-- snapshot (logged before this migration) follow the current rule alone.
+-- No SET clause, so that the planner inlines it into the policy: every name and
+-- operator is qualified.
+CREATE OR REPLACE FUNCTION presence_private.can_see_event(viewer uuid, target uuid, audience text)
+RETURNS boolean
+LANGUAGE sql
+STABLE
+AS $$
+    -- CASE: the cheap refusal first, and the hook asked only for contacts events.
+    SELECT CASE
+        WHEN audience OPERATOR(pg_catalog.=) 'nobody' THEN false
+        WHEN audience OPERATOR(pg_catalog.=) 'contacts'
+             AND NOT presence_private.contact_check(viewer, target) THEN false
+        ELSE presence_private.can_see_events(viewer, target)
+    END;
+$$;
+
+COMMENT ON FUNCTION presence_private.can_see_event(uuid, uuid, text) IS
+    'May viewer see an event of target logged with this audience? The audience when it was logged (everyone; contacts: public.presence_can_see via contact_check; nobody; NULL: no snapshot) AND can_see_events(viewer, target) now. The per-event rule of the log''s policy.';
+
+REVOKE ALL ON FUNCTION presence_private.can_see_event(uuid, uuid, text) FROM PUBLIC, anon;
+GRANT EXECUTE ON FUNCTION presence_private.can_see_event(uuid, uuid, text) TO authenticated, service_role;
+
+-- The snapshot written onto each user event (online, offline, status) by the log's
+-- trigger: the stricter of target's presence and last-seen settings (an event shows
+-- both: when the user came or went), nobody while invisible, and nobody for an event
+-- that happened before the end of the last invisible period (logged late: a timeout
+-- the sweep notices after the user turned invisible mode off). One primary-key probe
+-- of public.presence_privacy (no row: everyone). plpgsql without SET (its plan is
+-- cached; the caller, a SECURITY DEFINER trigger, pins search_path = ''), every name
+-- and operator qualified.
+CREATE OR REPLACE FUNCTION presence_private.event_audience(target uuid, at timestamptz)
+RETURNS text
+LANGUAGE plpgsql
+STABLE
+AS $$
+DECLARE
+    s record;
+BEGIN
+    SELECT p.invisible, p.visible_since, p.presence_visibility, p.last_seen_visibility
+    INTO s
+    FROM public.presence_privacy AS p
+    WHERE p.user_id OPERATOR(pg_catalog.=) target;
+    IF NOT FOUND THEN
+        RETURN 'everyone';
+    END IF;
+    IF s.invisible
+       OR at OPERATOR(pg_catalog.<) s.visible_since
+       OR s.presence_visibility OPERATOR(pg_catalog.=) 'nobody'
+       OR s.last_seen_visibility OPERATOR(pg_catalog.=) 'nobody' THEN
+        RETURN 'nobody';
+    END IF;
+    IF s.presence_visibility OPERATOR(pg_catalog.=) 'contacts'
+       OR s.last_seen_visibility OPERATOR(pg_catalog.=) 'contacts' THEN
+        RETURN 'contacts';
+    END IF;
+    RETURN 'everyone';
+END;
+$$;
+
+COMMENT ON FUNCTION presence_private.event_audience(uuid, timestamptz) IS
+    'Who else may see an event of target that happened at `at`, by target''s settings when it is logged: the stricter of presence and last seen (everyone, contacts, nobody), nobody while invisible or for an event from before the end of the last invisible period. Written onto each user event.';
+
+-- Only the log's triggers call it (as the owner).
+REVOKE ALL ON FUNCTION presence_private.event_audience(uuid, timestamptz)
+FROM PUBLIC, anon, authenticated, service_role;
 
 -- ------------------------------------------------------------------------------------
 -- Settings RPCs
