@@ -112,7 +112,8 @@ CREATE TABLE IF NOT EXISTS public.presence_events (
     device text,
     audience text
         CONSTRAINT presence_events_audience_check
-        CHECK (audience IN ('everyone', 'contacts', 'nobody'))
+        CHECK (audience IN ('everyone', 'contacts', 'nobody')),
+    mask boolean NOT NULL DEFAULT false
 );
 
 COMMENT ON TABLE public.presence_events IS
@@ -123,6 +124,8 @@ COMMENT ON COLUMN public.presence_events.occurred_at IS
     'When it happened: a timeout is the last beat plus the timeout, not the time the sweep noticed.';
 COMMENT ON COLUMN public.presence_events.session_id IS
     'The session of a session_* event; NULL for the user events online, offline and status.';
+COMMENT ON COLUMN public.presence_events.mask IS
+    'An edge shown to others only: the offline others see when the user turns invisible mode on while online, the online they see when the user turns it off while online. The user and roles that bypass RLS never get it from the reads (the truth has no such transition).';
 COMMENT ON COLUMN public.presence_events.audience IS
     'Who else the user let see this event when it was logged (presence_private.event_audience): everyone, contacts or nobody (invisible). A user event is shown to another viewer only if this AND the current rule allow it. NULL: no snapshot (session events, which only the user sees; events logged without privacy settings).';
 
@@ -213,8 +216,9 @@ DROP POLICY IF EXISTS presence_events_select ON public.presence_events;
 CREATE POLICY presence_events_select ON public.presence_events
     FOR SELECT TO authenticated
     USING (
-        user_id = (SELECT presence_private.caller_id())
-        OR (session_id IS NULL
+        (user_id = (SELECT presence_private.caller_id()) AND NOT mask)
+        OR (user_id IS DISTINCT FROM (SELECT presence_private.caller_id())
+            AND session_id IS NULL
             AND presence_private.can_see_event((SELECT presence_private.caller_id()), user_id,
                                                audience))
     );
@@ -683,6 +687,8 @@ DECLARE
     events jsonb;
     returned integer;
     last_id bigint;
+    -- Roles that bypass RLS read the truth: the edges shown to others (mask) are not.
+    truth constant boolean := NOT pg_catalog.row_security_active('public.presence_events'::regclass);
 BEGIN
     IF after_id IS NULL OR after_id < 0 THEN
         RAISE EXCEPTION 'presence: after_id must be 0 or a positive event id (got %)',
@@ -723,6 +729,7 @@ BEGIN
                e.new_status, e.reason, e.device
         FROM public.presence_events AS e
         WHERE e.id > after_id AND e.id <= bounds[1]
+          AND NOT (e.mask AND truth)
         ORDER BY e.id
         LIMIT max_rows
     ) AS p;
@@ -852,6 +859,9 @@ DECLARE
     t0 timestamptz;
     t1 timestamptz;
     open_end timestamptz;
+    -- As in presence_events_since: roles that bypass RLS count the truth, not the edges
+    -- others were shown (mask).
+    truth constant boolean := NOT pg_catalog.row_security_active('public.presence_events'::regclass);
 BEGIN
     IF presence_online_per_day.user_id IS NULL THEN
         RAISE EXCEPTION 'presence: user_id must not be null' USING ERRCODE = '22023';
@@ -892,6 +902,7 @@ BEGIN
              FROM public.presence_events AS e
              WHERE e.user_id = presence_online_per_day.user_id
                AND e.kind IN ('online', 'offline') AND e.session_id IS NULL
+               AND NOT (e.mask AND truth)
                AND e.occurred_at < t0
              ORDER BY e.occurred_at DESC, e.id DESC
              LIMIT 1)
@@ -900,6 +911,7 @@ BEGIN
             FROM public.presence_events AS e
             WHERE e.user_id = presence_online_per_day.user_id
               AND e.kind IN ('online', 'offline') AND e.session_id IS NULL
+              AND NOT (e.mask AND truth)
               AND e.occurred_at >= t0 AND e.occurred_at < t1
         ),
         spans AS (

@@ -417,9 +417,67 @@ $$;
 COMMENT ON FUNCTION presence_private.visible_to(uuid, uuid) IS
     'What viewer may see of target: presence (online, status, online_since), last_seen (the real one), invisible (target''s flag, told only to target and to roles that bypass RLS), shown_last_seen (what to show instead of the real last seen, or NULL). The one visibility rule of every read path.';
 
+-- What others are shown when invisible mode flips while a user is online: going
+-- invisible looks like leaving now (offline, reason leave), coming back looks like
+-- joining now (online, reason join, with the current status). Logged as mask events
+-- (public.presence_events.mask), with the audience of the visible side of the flip:
+-- the user and roles that bypass RLS never read them (the truth has no such
+-- transition). Nothing is logged for users who are offline at the flip: others already
+-- see them offline. Returns how many edges were logged.
+CREATE OR REPLACE FUNCTION presence_private.log_mask_edges(user_ids uuid[], going_invisible boolean)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+DECLARE
+    logged integer := 0;
+BEGIN
+    IF to_regclass('public.presence_events') IS NULL OR cardinality(user_ids) = 0 THEN
+        RETURN 0;  -- no event log (20240000000006_events not applied)
+    END IF;
+    IF NOT EXISTS (
+        SELECT 1 FROM presence_private.user_presence_now AS n
+        WHERE n.user_id = ANY (user_ids) AND n.online
+    ) THEN
+        RETURN 0;
+    END IF;
+    PERFORM presence_private.events_begin();
+    -- Owner rights: user_presence_now shows the truth here. The audience is read
+    -- while the user is visible: before the flip going invisible, after it coming back.
+    WITH edges AS (
+        INSERT INTO public.presence_events
+            (occurred_at, kind, user_id, old_status, new_status, reason, audience, mask)
+        SELECT now(),
+               CASE WHEN going_invisible THEN 'offline' ELSE 'online' END,
+               n.user_id,
+               CASE WHEN going_invisible THEN n.status ELSE 'offline' END,
+               CASE WHEN going_invisible THEN 'offline' ELSE n.status END,
+               CASE WHEN going_invisible THEN 'leave' ELSE 'join' END,
+               presence_private.event_audience(n.user_id, now()),
+               true
+        FROM presence_private.user_presence_now AS n
+        WHERE n.user_id = ANY (user_ids) AND n.online
+        ORDER BY n.user_id
+        RETURNING id, kind
+    )
+    SELECT count(pg_catalog.pg_notify('presence_events',
+               pg_catalog.json_build_object('id', e.id, 'kind', e.kind)::text))
+    INTO logged
+    FROM edges AS e;
+    RETURN logged;
+END;
+$$;
+
+COMMENT ON FUNCTION presence_private.log_mask_edges(uuid[], boolean) IS
+    'Logs the edges others see when invisible mode flips for users who are online (mask events: offline when going invisible, online when coming back); returns how many.';
+
 -- The one writer of invisible mode. Turning it on freezes what others see as last
 -- seen: now if the user is online (they were seen until now), else their last seen.
--- Turning it on again keeps the first moment. Returns how many users changed.
+-- Turning it on again keeps the first moment. Turning it off records when
+-- (visible_since: events from before it, logged after it, stay hidden). Either way,
+-- the event log gets the edge others see (log_mask_edges). Returns how many users
+-- changed.
 CREATE OR REPLACE FUNCTION presence_private.set_invisible(user_ids uuid[], turn_on boolean)
 RETURNS integer
 LANGUAGE plpgsql
@@ -427,16 +485,22 @@ SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE
-    changed integer;
+    flipped uuid[];
 BEGIN
     IF turn_on THEN
+        -- The users who become invisible, their edges logged while still visible.
+        SELECT coalesce(array_agg(u.id ORDER BY u.id), '{}') INTO flipped
+        FROM public.users AS u
+        LEFT JOIN public.presence_privacy AS p ON p.user_id = u.id
+        WHERE u.id = ANY (user_ids) AND NOT coalesce(p.invisible, false);
+        PERFORM presence_private.log_mask_edges(flipped, true);
         -- Owner rights: user_presence_now shows the truth here.
         INSERT INTO public.presence_privacy AS p
             (user_id, invisible, invisible_since, frozen_last_seen, updated_at)
         SELECT n.user_id, true, now(),
                CASE WHEN n.online THEN now() ELSE n.last_seen END, now()
         FROM presence_private.user_presence_now AS n
-        WHERE n.user_id = ANY (user_ids)
+        WHERE n.user_id = ANY (flipped)
         ORDER BY n.user_id
         ON CONFLICT ON CONSTRAINT presence_privacy_pkey DO UPDATE
         SET invisible = true,
@@ -445,13 +509,17 @@ BEGIN
             updated_at = excluded.updated_at
         WHERE NOT p.invisible;
     ELSE
-        UPDATE public.presence_privacy AS p
-        SET invisible = false, invisible_since = NULL, frozen_last_seen = NULL,
-            visible_since = now(), updated_at = now()
-        WHERE p.user_id = ANY (user_ids) AND p.invisible;
+        WITH changed AS (
+            UPDATE public.presence_privacy AS p
+            SET invisible = false, invisible_since = NULL, frozen_last_seen = NULL,
+                visible_since = now(), updated_at = now()
+            WHERE p.user_id = ANY (user_ids) AND p.invisible
+            RETURNING p.user_id
+        )
+        SELECT coalesce(array_agg(c.user_id ORDER BY c.user_id), '{}') INTO flipped FROM changed AS c;
+        PERFORM presence_private.log_mask_edges(flipped, false);
     END IF;
-    GET DIAGNOSTICS changed = ROW_COUNT;
-    RETURN changed;
+    RETURN cardinality(flipped);
 END;
 $$;
 
@@ -518,6 +586,7 @@ REVOKE ALL ON FUNCTION
     presence_private.exact_count_max_rows(), presence_private.lists_every_user(),
     presence_private.viewer_sees_all(), presence_private.contact_check(uuid, uuid),
     presence_private.visible_to(uuid, uuid), presence_private.set_invisible(uuid[], boolean),
+    presence_private.log_mask_edges(uuid[], boolean),
     presence_private.settings_owner(uuid, text), presence_private.privacy_of(uuid)
 FROM PUBLIC, anon, authenticated, service_role;
 -- The reads run as the caller and call these.

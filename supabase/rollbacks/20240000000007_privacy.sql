@@ -117,6 +117,7 @@ DROP FUNCTION IF EXISTS public.presence_set_invisible(boolean, uuid);
 DROP FUNCTION IF EXISTS presence_private.privacy_of(uuid);
 DROP FUNCTION IF EXISTS presence_private.settings_owner(uuid, text);
 DROP FUNCTION IF EXISTS presence_private.set_invisible(uuid[], boolean);
+DROP FUNCTION IF EXISTS presence_private.log_mask_edges(uuid[], boolean);
 DROP FUNCTION IF EXISTS presence_private.visible_to(uuid, uuid);
 DROP VIEW IF EXISTS presence_private.privacy_settings;
 DROP VIEW IF EXISTS presence_private.stored_presence;
