@@ -13,7 +13,11 @@
 --       session_end     leave | timeout | evicted       leave/eviction time, or last beat
 --                                                       + timeout
 --       session_status  status                          the beat that changed it
---     User events (online, offline, status) have session_id NULL.
+--     User events (online, offline, status) have session_id NULL. Each user event
+--     carries `audience`: who else its user let see it when it was logged (everyone,
+--     contacts, nobody; NULL: no snapshot), from presence_private.event_audience; and
+--     `mask`: an edge shown to others only (migration 7 logs them when invisible mode
+--     flips; the user and roles that bypass RLS never read them through the RPCs).
 --     id is a bigint identity: allocation order. Readers get a gap-free prefix (see
 --     presence_events_since), so resuming after the last id seen loses nothing.
 --   * public.presence_config.events_retention_days (default 30), pruned in bounded
@@ -27,10 +31,16 @@
 --                                to_time timestamptz, max_rows integer) -> setof
 --       presence_online_per_day(user_id uuid, from_day date, to_day date,
 --                               time_zone text) -> setof (day, online_seconds)
---   * presence_private.can_see_events(viewer uuid, target uuid): the ONE visibility
---     rule of the log (default: the viewer can see the target's public.users row under
---     its RLS). A user always sees their own events; other users' session events
---     (devices) never. service_role (BYPASSRLS) sees everything.
+--   * presence_private.can_see_events(viewer uuid, target uuid): the visibility rule
+--     of the log NOW, per (viewer, target) (default: the viewer can see the target's
+--     public.users row under its RLS); presence_private.can_see_event(viewer, target,
+--     audience): the rule per event that the RLS policy asks, the event's audience
+--     when it was logged AND can_see_events now (default: audience NULL or everyone,
+--     else hidden); presence_private.event_audience(target, at): the snapshot written
+--     onto each user event (default: NULL). All three are created only when absent
+--     (migration 7 replaces them). A user always sees their own events (never masks);
+--     other users' session events (devices) never. service_role (BYPASSRLS) sees
+--     everything in the table; the RPCs give it the truth (no masks).
 --   * public.presence_configure_events(retention_days integer) for the owner.
 -- Redefines public.presence_setup_report() as schema_version 4: it also reports the
 -- sessions (public.presence_sessions, schema presence_private, the per-session and
@@ -60,7 +70,7 @@
 --       public.presence_session_history(uuid, timestamptz, timestamptz, integer),
 --       public.presence_events_since(bigint, integer), public.presence_prune_events(integer),
 --       public.presence_configure_events(integer), and every presence_private function
---       this file adds;
+--       this file adds (can_see_events, can_see_event and event_audience included);
 --   DROP TABLE IF EXISTS public.presence_events;
 --   ALTER TABLE public.presence_config DROP COLUMN IF EXISTS events_retention_days;
 --   EXECUTE the saved public.presence_setup_report() definition (schema_version 3).

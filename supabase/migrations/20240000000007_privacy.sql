@@ -24,7 +24,11 @@
 --     through), presence_private.user_presence_all_rows (the reads without the RLS
 --     probe, for callers whose policies list every user:
 --     presence_private.lists_every_user()), presence_private.set_invisible(user_ids,
---     on) (the one writer of invisible mode).
+--     on) (the one writer of invisible mode), presence_private.log_mask_edges(user_ids,
+--     going_invisible) (the edges others see when invisible mode flips for a user who
+--     is online: offline, reason leave, going invisible; online, reason join, coming
+--     back; logged as mask events with the audience of the visible side).
+--   * public.presence_privacy.visible_since: when invisible mode was last turned off.
 --   * RPCs for signed-in users: presence_set_invisible(invisible, user_id),
 --     presence_set_visibility(presence, last_seen, user_id), presence_my_privacy();
 --     for service_role only: presence_set_invisible_for(user_ids uuid[], invisible).
@@ -47,7 +51,14 @@
 --   to 10,000 users, else estimated from table statistics, and says so in
 --   "offline_estimated"), presence_private.can_see_events(viewer, target) (the event
 --   log's seam, created when absent: a viewer sees target's events only when they may
---   see both target's presence and last seen). Previous definitions are saved in
+--   see both target's presence and last seen, never while target is invisible),
+--   presence_private.can_see_event(viewer, target, audience) (the rule per event: the
+--   event's audience, contacts through the hook, AND can_see_events now) and
+--   presence_private.event_audience(target, at) (the snapshot the log's trigger writes
+--   onto each user event: the stricter of the presence and last-seen settings, nobody
+--   while invisible or for an event from before the end of the last invisible
+--   period): so what a user did while invisible or hidden never shows later, on any
+--   path of the log. Previous definitions are saved in
 --   presence_private.privacy_replaced_definitions; the rollback restores them.
 --
 -- What a viewer sees of a target (docs/privacy.md):
@@ -65,13 +76,15 @@
 --   function the caller may not); 23503 user ids without a public.users row.
 --
 -- Idempotent (IF NOT EXISTS, OR REPLACE, guarded DO blocks): re-running it changes
--- nothing, and never replaces the app's hook. Requires 20240000000004_sessions.
+-- nothing, and never replaces the app's hook. Requires 20240000000005_sessions (and
+-- uses the event log of 20240000000006_events when it is there).
 --
 -- Rollback (supabase/rollbacks/20240000000007_privacy.sql):
 --   GRANT SELECT back to every role this file narrowed (as recorded in
 --     presence_private.privacy_narrowed_select);
 --   EXECUTE each saved definition in presence_private.privacy_replaced_definitions
---     (a can_see_events this file created is dropped instead);
+--     (a can_see_events, can_see_event or event_audience this file created is dropped
+--     instead);
 --   DROP FUNCTION IF EXISTS public.presence_set_invisible_for(uuid[], boolean),
 --       public.presence_my_privacy(), public.presence_set_visibility(text, text, uuid),
 --       public.presence_set_invisible(boolean, uuid), and the presence_private
