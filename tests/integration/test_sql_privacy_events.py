@@ -363,3 +363,34 @@ def test_events_logged_before_the_upgrade_follow_the_current_rule(
             conn.execute(PRIVACY.down)
         assert hidden not in stranger_sees()
         assert set(old) & set(user_events(db, target)) <= set(stranger_sees())
+
+
+def test_the_service_roles_batch_logs_a_mask_per_online_user_only(
+    presence_db: PresenceDatabase, people: dict[str, str]
+) -> None:
+    db = presence_db
+    online = [db.create_user() for _ in range(2)]
+    for user in online:
+        beat(db, user, new_id(), "away")
+    offline = people["target"]
+    flipped = db.rpc(
+        "presence_set_invisible_for",
+        {"user_ids": [*online, offline], "invisible": True},
+        role="service_role",
+    )
+    assert flipped["changed"] == 3
+    masks = db.query(
+        "SELECT user_id::text, kind, old_status, reason FROM public.presence_events "
+        "WHERE mask ORDER BY user_id"
+    )
+    assert masks == [
+        {"user_id": u, "kind": "offline", "old_status": "away", "reason": "leave"}
+        for u in sorted(online)
+    ]
+    # Again: nobody flips, nothing more is logged.
+    db.rpc(
+        "presence_set_invisible_for",
+        {"user_ids": [*online, offline], "invisible": True},
+        role="service_role",
+    )
+    assert len(db.query("SELECT 1 FROM public.presence_events WHERE mask")) == 2
