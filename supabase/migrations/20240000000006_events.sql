@@ -13,7 +13,11 @@
 --       session_end     leave | timeout | evicted       leave/eviction time, or last beat
 --                                                       + timeout
 --       session_status  status                          the beat that changed it
---     User events (online, offline, status) have session_id NULL.
+--     User events (online, offline, status) have session_id NULL. Each user event
+--     carries `audience`: who else its user let see it when it was logged (everyone,
+--     contacts, nobody; NULL: no snapshot), from presence_private.event_audience; and
+--     `mask`: an edge shown to others only (migration 7 logs them when invisible mode
+--     flips; the user and roles that bypass RLS never read them through the RPCs).
 --     id is a bigint identity: allocation order. Readers get a gap-free prefix (see
 --     presence_events_since), so resuming after the last id seen loses nothing.
 --   * public.presence_config.events_retention_days (default 30), pruned in bounded
@@ -27,10 +31,16 @@
 --                                to_time timestamptz, max_rows integer) -> setof
 --       presence_online_per_day(user_id uuid, from_day date, to_day date,
 --                               time_zone text) -> setof (day, online_seconds)
---   * presence_private.can_see_events(viewer uuid, target uuid): the ONE visibility
---     rule of the log (default: the viewer can see the target's public.users row under
---     its RLS). A user always sees their own events; other users' session events
---     (devices) never. service_role (BYPASSRLS) sees everything.
+--   * presence_private.can_see_events(viewer uuid, target uuid): the visibility rule
+--     of the log NOW, per (viewer, target) (default: the viewer can see the target's
+--     public.users row under its RLS); presence_private.can_see_event(viewer, target,
+--     audience): the rule per event that the RLS policy asks, the event's audience
+--     when it was logged AND can_see_events now (default: audience NULL or everyone,
+--     else hidden); presence_private.event_audience(target, at): the snapshot written
+--     onto each user event (default: NULL). All three are created only when absent
+--     (migration 7 replaces them). A user always sees their own events (never masks);
+--     other users' session events (devices) never. service_role (BYPASSRLS) sees
+--     everything in the table; the RPCs give it the truth (no masks).
 --   * public.presence_configure_events(retention_days integer) for the owner.
 -- Redefines public.presence_setup_report() as schema_version 4: it also reports the
 -- sessions (public.presence_sessions, schema presence_private, the per-session and
@@ -60,7 +70,7 @@
 --       public.presence_session_history(uuid, timestamptz, timestamptz, integer),
 --       public.presence_events_since(bigint, integer), public.presence_prune_events(integer),
 --       public.presence_configure_events(integer), and every presence_private function
---       this file adds;
+--       this file adds (can_see_events, can_see_event and event_audience included);
 --   DROP TABLE IF EXISTS public.presence_events;
 --   ALTER TABLE public.presence_config DROP COLUMN IF EXISTS events_retention_days;
 --   EXECUTE the saved public.presence_setup_report() definition (schema_version 3).
@@ -109,7 +119,11 @@ CREATE TABLE IF NOT EXISTS public.presence_events (
     reason text NOT NULL
         CONSTRAINT presence_events_reason_check
         CHECK (reason IN ('join', 'leave', 'timeout', 'evicted', 'status')),
-    device text
+    device text,
+    audience text
+        CONSTRAINT presence_events_audience_check
+        CHECK (audience IN ('everyone', 'contacts', 'nobody')),
+    mask boolean NOT NULL DEFAULT false
 );
 
 COMMENT ON TABLE public.presence_events IS
@@ -120,6 +134,10 @@ COMMENT ON COLUMN public.presence_events.occurred_at IS
     'When it happened: a timeout is the last beat plus the timeout, not the time the sweep noticed.';
 COMMENT ON COLUMN public.presence_events.session_id IS
     'The session of a session_* event; NULL for the user events online, offline and status.';
+COMMENT ON COLUMN public.presence_events.mask IS
+    'An edge shown to others only: the offline others see when the user turns invisible mode on while online, the online they see when the user turns it off while online. The user and roles that bypass RLS never get it from the reads (the truth has no such transition).';
+COMMENT ON COLUMN public.presence_events.audience IS
+    'Who else the user let see this event when it was logged (presence_private.event_audience): everyone, contacts or nobody (invisible). A user event is shown to another viewer only if this AND the current rule allow it. NULL: no snapshot (session events, which only the user sees; events logged without privacy settings).';
 
 -- History reads walk one user's events by time; the trigger that derives a user's
 -- transition reads that user's latest events the same way.
@@ -156,13 +174,63 @@ BEGIN
 END;
 $$;
 
+-- The rule per event: what target let others see when the event was logged (its
+-- audience, written by log_user_changed from presence_private.event_audience) AND what
+-- can_see_events allows now; the stricter wins. Created only when absent, like
+-- can_see_events. Default (no privacy settings installed): events logged for everyone,
+-- or with no snapshot, follow can_see_events; any other audience hides (there is no
+-- contacts rule here to ask: fail closed).
+DO $$
+BEGIN
+    IF pg_catalog.to_regprocedure('presence_private.can_see_event(uuid, uuid, text)') IS NULL THEN
+        -- No SET clause, so that the planner inlines it into the policy: every name
+        -- and operator is qualified.
+        CREATE OR REPLACE FUNCTION presence_private.can_see_event(viewer uuid, target uuid, audience text)
+        RETURNS boolean
+        LANGUAGE sql
+        STABLE
+        AS $fn$
+            SELECT CASE
+                WHEN audience IS NULL OR audience OPERATOR(pg_catalog.=) 'everyone'
+                    THEN presence_private.can_see_events(viewer, target)
+                ELSE false
+            END;
+        $fn$;
+        COMMENT ON FUNCTION presence_private.can_see_event(uuid, uuid, text) IS
+            'May viewer see an event of target logged with this audience? The audience at the time (NULL: no snapshot) and can_see_events(viewer, target) now must both allow it. The per-event rule of the log''s policy.';
+    END IF;
+END;
+$$;
+
+-- What the user lets others see of their events right now, snapshotted onto each user
+-- event by log_user_changed (target's events at `at`; NULL: no snapshot, the current
+-- rule alone decides). Created only when absent: 20240000000007_privacy replaces it.
+DO $$
+BEGIN
+    IF pg_catalog.to_regprocedure('presence_private.event_audience(uuid, timestamptz)') IS NULL THEN
+        CREATE OR REPLACE FUNCTION presence_private.event_audience(target uuid, at timestamptz)
+        RETURNS text
+        LANGUAGE sql
+        STABLE
+        SET search_path = ''
+        AS $fn$
+            SELECT NULL::text;
+        $fn$;
+        COMMENT ON FUNCTION presence_private.event_audience(uuid, timestamptz) IS
+            'Who else may see an event of target that happened at `at`, as target''s settings say when it is logged: everyone, contacts, nobody, or NULL (no privacy settings: no snapshot). Written onto each user event.';
+    END IF;
+END;
+$$;
+
 DROP POLICY IF EXISTS presence_events_select ON public.presence_events;
 CREATE POLICY presence_events_select ON public.presence_events
     FOR SELECT TO authenticated
     USING (
-        user_id = (SELECT presence_private.caller_id())
-        OR (session_id IS NULL
-            AND presence_private.can_see_events((SELECT presence_private.caller_id()), user_id))
+        (user_id = (SELECT presence_private.caller_id()) AND NOT mask)
+        OR (user_id IS DISTINCT FROM (SELECT presence_private.caller_id())
+            AND session_id IS NULL
+            AND presence_private.can_see_event((SELECT presence_private.caller_id()), user_id,
+                                               audience))
     );
 
 -- ------------------------------------------------------------------------------------
@@ -385,6 +453,8 @@ DECLARE
     gone_at timestamptz;
     gone_reason text;
     logged record;
+    came_at timestamptz;
+    shown_to text;           -- who else may see these events (presence_private.event_audience)
 BEGIN
     IF NOT was_online AND NOT is_online THEN
         RETURN NULL;
@@ -396,9 +466,12 @@ BEGIN
     IF NOT was_online THEN
         -- Coming online: at the start of the earliest live session. The common case
         -- needs nothing else.
-        INSERT INTO public.presence_events (occurred_at, kind, user_id, old_status, new_status, reason)
-        VALUES (least(coalesce(NEW.online_since, now()), now()), 'online', NEW.id,
-                coalesce(OLD.status, 'offline'), NEW.status, 'join')
+        came_at := least(coalesce(NEW.online_since, now()), now());
+        shown_to := presence_private.event_audience(NEW.id, came_at);
+        INSERT INTO public.presence_events
+            (occurred_at, kind, user_id, old_status, new_status, reason, audience)
+        VALUES (came_at, 'online', NEW.id, coalesce(OLD.status, 'offline'), NEW.status, 'join',
+                shown_to)
         RETURNING id, kind INTO logged;
         PERFORM pg_catalog.pg_notify('presence_events',
             pg_catalog.json_build_object('id', logged.id, 'kind', logged.kind)::text);
@@ -436,8 +509,11 @@ BEGIN
                 gone_reason := 'status';
             END IF;
         END IF;
-        INSERT INTO public.presence_events (occurred_at, kind, user_id, old_status, new_status, reason)
-        VALUES (least(gone_at, now()), 'offline', NEW.id, OLD.status, 'offline', gone_reason)
+        gone_at := least(gone_at, now());
+        shown_to := presence_private.event_audience(NEW.id, gone_at);
+        INSERT INTO public.presence_events
+            (occurred_at, kind, user_id, old_status, new_status, reason, audience)
+        VALUES (gone_at, 'offline', NEW.id, OLD.status, 'offline', gone_reason, shown_to)
         RETURNING id, kind INTO logged;
         PERFORM pg_catalog.pg_notify('presence_events',
             pg_catalog.json_build_object('id', logged.id, 'kind', logged.kind)::text);
@@ -455,13 +531,16 @@ BEGIN
             OLD.last_heartbeat + timeout
         ) INTO gone_at;
         IF gone_at < NEW.online_since THEN
+            -- The earlier of the two times: the stricter audience of the pair.
+            shown_to := presence_private.event_audience(NEW.id, gone_at);
             FOR logged IN
                 INSERT INTO public.presence_events
-                    (occurred_at, kind, user_id, old_status, new_status, reason)
+                    (occurred_at, kind, user_id, old_status, new_status, reason, audience)
                 VALUES
                     (gone_at, 'offline', NEW.id, OLD.status, 'offline',
-                     CASE WHEN end_at = gone_at THEN end_reason ELSE 'timeout' END),
-                    (least(NEW.online_since, now()), 'online', NEW.id, 'offline', NEW.status, 'join')
+                     CASE WHEN end_at = gone_at THEN end_reason ELSE 'timeout' END, shown_to),
+                    (least(NEW.online_since, now()), 'online', NEW.id, 'offline', NEW.status, 'join',
+                     shown_to)
                 RETURNING id, kind
             LOOP
                 PERFORM pg_catalog.pg_notify('presence_events',
@@ -477,9 +556,12 @@ BEGIN
         WHERE e.user_id = NEW.id AND e.session_id IS NOT NULL AND e.id > mark
         ORDER BY e.occurred_at DESC, e.id DESC
         LIMIT 1;
-        INSERT INTO public.presence_events (occurred_at, kind, user_id, old_status, new_status, reason)
-        VALUES (least(coalesce(latest_at, now()), now()), 'status', NEW.id, OLD.status,
-                NEW.status, coalesce(latest_reason, 'status'))
+        latest_at := least(coalesce(latest_at, now()), now());
+        shown_to := presence_private.event_audience(NEW.id, latest_at);
+        INSERT INTO public.presence_events
+            (occurred_at, kind, user_id, old_status, new_status, reason, audience)
+        VALUES (latest_at, 'status', NEW.id, OLD.status, NEW.status,
+                coalesce(latest_reason, 'status'), shown_to)
         RETURNING id, kind INTO logged;
         PERFORM pg_catalog.pg_notify('presence_events',
             pg_catalog.json_build_object('id', logged.id, 'kind', logged.kind)::text);
@@ -490,6 +572,8 @@ $$;
 
 REVOKE ALL ON FUNCTION
     presence_private.can_see_events(uuid, uuid),
+    presence_private.can_see_event(uuid, uuid, text),
+    presence_private.event_audience(uuid, timestamptz),
     presence_private.events_lock_key(),
     presence_private.events_begin(),
     presence_private.timeout(),
@@ -498,9 +582,12 @@ REVOKE ALL ON FUNCTION
     presence_private.log_session_changed(),
     presence_private.log_user_changed()
 FROM PUBLIC, anon, authenticated, service_role;
--- The policy on presence_events calls it as the reader; the history RPCs read the
--- timeout as the reader.
-GRANT EXECUTE ON FUNCTION presence_private.can_see_events(uuid, uuid), presence_private.timeout()
+-- The policy on presence_events calls them as the reader; the history RPCs read the
+-- timeout as the reader. (event_audience: only the triggers, as the owner.)
+GRANT EXECUTE ON FUNCTION
+    presence_private.can_see_events(uuid, uuid),
+    presence_private.can_see_event(uuid, uuid, text),
+    presence_private.timeout()
 TO authenticated, service_role;
 
 -- Triggers. Statement level with transition tables where every row is a transition
@@ -610,6 +697,8 @@ DECLARE
     events jsonb;
     returned integer;
     last_id bigint;
+    -- Roles that bypass RLS read the truth: the edges shown to others (mask) are not.
+    truth constant boolean := NOT pg_catalog.row_security_active('public.presence_events'::regclass);
 BEGIN
     IF after_id IS NULL OR after_id < 0 THEN
         RAISE EXCEPTION 'presence: after_id must be 0 or a positive event id (got %)',
@@ -650,6 +739,7 @@ BEGIN
                e.new_status, e.reason, e.device
         FROM public.presence_events AS e
         WHERE e.id > after_id AND e.id <= bounds[1]
+          AND NOT (e.mask AND truth)
         ORDER BY e.id
         LIMIT max_rows
     ) AS p;
@@ -779,6 +869,9 @@ DECLARE
     t0 timestamptz;
     t1 timestamptz;
     open_end timestamptz;
+    -- As in presence_events_since: roles that bypass RLS count the truth, not the edges
+    -- others were shown (mask).
+    truth constant boolean := NOT pg_catalog.row_security_active('public.presence_events'::regclass);
 BEGIN
     IF presence_online_per_day.user_id IS NULL THEN
         RAISE EXCEPTION 'presence: user_id must not be null' USING ERRCODE = '22023';
@@ -819,6 +912,7 @@ BEGIN
              FROM public.presence_events AS e
              WHERE e.user_id = presence_online_per_day.user_id
                AND e.kind IN ('online', 'offline') AND e.session_id IS NULL
+               AND NOT (e.mask AND truth)
                AND e.occurred_at < t0
              ORDER BY e.occurred_at DESC, e.id DESC
              LIMIT 1)
@@ -827,6 +921,7 @@ BEGIN
             FROM public.presence_events AS e
             WHERE e.user_id = presence_online_per_day.user_id
               AND e.kind IN ('online', 'offline') AND e.session_id IS NULL
+              AND NOT (e.mask AND truth)
               AND e.occurred_at >= t0 AND e.occurred_at < t1
         ),
         spans AS (

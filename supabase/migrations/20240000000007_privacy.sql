@@ -26,7 +26,11 @@
 --     through), presence_private.user_presence_all_rows (the reads without the RLS
 --     probe, for callers whose policies list every user:
 --     presence_private.lists_every_user()), presence_private.set_invisible(user_ids,
---     on) (the one writer of invisible mode).
+--     on) (the one writer of invisible mode), presence_private.log_mask_edges(user_ids,
+--     going_invisible) (the edges others see when invisible mode flips for a user who
+--     is online: offline, reason leave, going invisible; online, reason join, coming
+--     back; logged as mask events with the audience of the visible side).
+--   * public.presence_privacy.visible_since: when invisible mode was last turned off.
 --   * RPCs for signed-in users: presence_set_invisible(invisible, user_id),
 --     presence_set_visibility(presence, last_seen, user_id), presence_my_privacy();
 --     for service_role only: presence_set_invisible_for(user_ids uuid[], invisible).
@@ -49,10 +53,16 @@
 --   to 10,000 users, else estimated from table statistics, and says so in
 --   "offline_estimated"), presence_private.can_see_events(viewer, target) (the event
 --   log's seam, created when absent: a viewer sees target's events only when they may
---   see both target's presence and last seen), public.presence_setup_report() (schema
---   version 5: it also describes privacy; at the end of this file). Previous definitions
---   are saved in presence_private.privacy_replaced_definitions; the rollback restores
---   them.
+--   see both target's presence and last seen, never while target is invisible),
+--   presence_private.can_see_event(viewer, target, audience) (the rule per event: the
+--   event's audience, contacts through the hook, AND can_see_events now) and
+--   presence_private.event_audience(target, at) (the snapshot the log's trigger writes
+--   onto each user event: the stricter of the presence and last-seen settings, nobody
+--   while invisible or for an event from before the end of the last invisible
+--   period): so what a user did while invisible or hidden never shows later, on any
+--   path of the log; public.presence_setup_report() (schema version 5: it also
+--   describes privacy; at the end of this file). Previous definitions are saved in
+--   presence_private.privacy_replaced_definitions; the rollback restores them.
 --
 -- What a viewer sees of a target (docs/privacy.md):
 --   * target itself, and roles that bypass RLS (service_role, postgres): the truth;
@@ -69,13 +79,15 @@
 --   function the caller may not); 23503 user ids without a public.users row.
 --
 -- Idempotent (IF NOT EXISTS, OR REPLACE, guarded DO blocks): re-running it changes
--- nothing, and never replaces the app's hook. Requires 20240000000004_sessions.
+-- nothing, and never replaces the app's hook. Requires 20240000000005_sessions (and
+-- uses the event log of 20240000000006_events when it is there).
 --
 -- Rollback (supabase/rollbacks/20240000000007_privacy.sql):
 --   GRANT SELECT back to every role this file narrowed (as recorded in
 --     presence_private.privacy_narrowed_select);
 --   EXECUTE each saved definition in presence_private.privacy_replaced_definitions
---     (a can_see_events this file created is dropped instead);
+--     (a can_see_events, can_see_event or event_audience this file created is dropped
+--     instead);
 --   DROP FUNCTION IF EXISTS public.presence_set_invisible_for(uuid[], boolean),
 --       public.presence_my_privacy(), public.presence_set_visibility(text, text, uuid),
 --       public.presence_set_invisible(boolean, uuid), and the presence_private
@@ -123,6 +135,21 @@ WHERE pg_catalog.strpos(p.prosrc, 'visible_to') = 0
   AND NOT coalesce(p.proconfig @> ARRAY['plan_cache_mode=force_generic_plan'], false)
 ON CONFLICT (object) DO NOTHING;
 
+-- The event log's per-event seams (20240000000006_events installs their defaults; a
+-- definition that reads public.presence_privacy or asks contact_check is this file's).
+INSERT INTO presence_private.privacy_replaced_definitions (object, position, ddl, comment_ddl)
+SELECT f.signature, f.position, pg_catalog.pg_get_functiondef(p.oid),
+       pg_catalog.format('COMMENT ON FUNCTION %s IS %L', p.oid::regprocedure,
+                         pg_catalog.obj_description(p.oid, 'pg_proc'))
+FROM (VALUES
+    ('presence_private.can_see_event(uuid,uuid,text)', 8),
+    ('presence_private.event_audience(uuid,timestamp with time zone)', 9)
+) AS f (signature, position)
+JOIN pg_catalog.pg_proc AS p ON p.oid = pg_catalog.to_regprocedure(f.signature)
+WHERE pg_catalog.strpos(p.prosrc, 'presence_privacy') = 0
+  AND pg_catalog.strpos(p.prosrc, 'contact_check') = 0
+ON CONFLICT (object) DO NOTHING;
+
 INSERT INTO presence_private.privacy_replaced_definitions (object, position, ddl, comment_ddl)
 SELECT 'presence_private.user_presence_now', 1,
        pg_catalog.format(
@@ -145,6 +172,7 @@ CREATE TABLE IF NOT EXISTS public.presence_privacy (
     invisible boolean NOT NULL DEFAULT false,
     invisible_since timestamptz,
     frozen_last_seen timestamptz,
+    visible_since timestamptz,
     presence_visibility text NOT NULL DEFAULT 'everyone'
         CONSTRAINT presence_privacy_presence_visibility_check
         CHECK (presence_visibility IN ('everyone', 'contacts', 'nobody')),
@@ -162,6 +190,8 @@ COMMENT ON COLUMN public.presence_privacy.invisible IS
     'Invisible mode: others see the user offline, with last seen frozen at frozen_last_seen; their sessions stay alive.';
 COMMENT ON COLUMN public.presence_privacy.invisible_since IS
     'When invisible mode was turned on (NULL while visible).';
+COMMENT ON COLUMN public.presence_privacy.visible_since IS
+    'When invisible mode was last turned off (the end of the last hidden period): an event that happened before it and is logged after it (a timeout the sweep notices late) is never shown to others.';
 COMMENT ON COLUMN public.presence_privacy.frozen_last_seen IS
     'The last seen others are shown while the user is invisible: their last seen at the moment they went invisible (then, if they were online).';
 COMMENT ON COLUMN public.presence_privacy.presence_visibility IS
@@ -403,9 +433,67 @@ $$;
 COMMENT ON FUNCTION presence_private.visible_to(uuid, uuid) IS
     'What viewer may see of target: presence (online, status, online_since), last_seen (the real one), invisible (target''s flag, told only to target and to roles that bypass RLS), shown_last_seen (what to show instead of the real last seen, or NULL). The one visibility rule of every read path.';
 
+-- What others are shown when invisible mode flips while a user is online: going
+-- invisible looks like leaving now (offline, reason leave), coming back looks like
+-- joining now (online, reason join, with the current status). Logged as mask events
+-- (public.presence_events.mask), with the audience of the visible side of the flip:
+-- the user and roles that bypass RLS never read them (the truth has no such
+-- transition). Nothing is logged for users who are offline at the flip: others already
+-- see them offline. Returns how many edges were logged.
+CREATE OR REPLACE FUNCTION presence_private.log_mask_edges(user_ids uuid[], going_invisible boolean)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+DECLARE
+    logged integer := 0;
+BEGIN
+    IF to_regclass('public.presence_events') IS NULL OR cardinality(user_ids) = 0 THEN
+        RETURN 0;  -- no event log (20240000000006_events not applied)
+    END IF;
+    IF NOT EXISTS (
+        SELECT 1 FROM presence_private.user_presence_now AS n
+        WHERE n.user_id = ANY (user_ids) AND n.online
+    ) THEN
+        RETURN 0;
+    END IF;
+    PERFORM presence_private.events_begin();
+    -- Owner rights: user_presence_now shows the truth here. The audience is read
+    -- while the user is visible: before the flip going invisible, after it coming back.
+    WITH edges AS (
+        INSERT INTO public.presence_events
+            (occurred_at, kind, user_id, old_status, new_status, reason, audience, mask)
+        SELECT now(),
+               CASE WHEN going_invisible THEN 'offline' ELSE 'online' END,
+               n.user_id,
+               CASE WHEN going_invisible THEN n.status ELSE 'offline' END,
+               CASE WHEN going_invisible THEN 'offline' ELSE n.status END,
+               CASE WHEN going_invisible THEN 'leave' ELSE 'join' END,
+               presence_private.event_audience(n.user_id, now()),
+               true
+        FROM presence_private.user_presence_now AS n
+        WHERE n.user_id = ANY (user_ids) AND n.online
+        ORDER BY n.user_id
+        RETURNING id, kind
+    )
+    SELECT count(pg_catalog.pg_notify('presence_events',
+               pg_catalog.json_build_object('id', e.id, 'kind', e.kind)::text))
+    INTO logged
+    FROM edges AS e;
+    RETURN logged;
+END;
+$$;
+
+COMMENT ON FUNCTION presence_private.log_mask_edges(uuid[], boolean) IS
+    'Logs the edges others see when invisible mode flips for users who are online (mask events: offline when going invisible, online when coming back); returns how many.';
+
 -- The one writer of invisible mode. Turning it on freezes what others see as last
 -- seen: now if the user is online (they were seen until now), else their last seen.
--- Turning it on again keeps the first moment. Returns how many users changed.
+-- Turning it on again keeps the first moment. Turning it off records when
+-- (visible_since: events from before it, logged after it, stay hidden). Either way,
+-- the event log gets the edge others see (log_mask_edges). Returns how many users
+-- changed.
 CREATE OR REPLACE FUNCTION presence_private.set_invisible(user_ids uuid[], turn_on boolean)
 RETURNS integer
 LANGUAGE plpgsql
@@ -413,16 +501,22 @@ SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE
-    changed integer;
+    flipped uuid[];
 BEGIN
     IF turn_on THEN
+        -- The users who become invisible, their edges logged while still visible.
+        SELECT coalesce(array_agg(u.id ORDER BY u.id), '{}') INTO flipped
+        FROM public.users AS u
+        LEFT JOIN public.presence_privacy AS p ON p.user_id = u.id
+        WHERE u.id = ANY (user_ids) AND NOT coalesce(p.invisible, false);
+        PERFORM presence_private.log_mask_edges(flipped, true);
         -- Owner rights: user_presence_now shows the truth here.
         INSERT INTO public.presence_privacy AS p
             (user_id, invisible, invisible_since, frozen_last_seen, updated_at)
         SELECT n.user_id, true, now(),
                CASE WHEN n.online THEN now() ELSE n.last_seen END, now()
         FROM presence_private.user_presence_now AS n
-        WHERE n.user_id = ANY (user_ids)
+        WHERE n.user_id = ANY (flipped)
         ORDER BY n.user_id
         ON CONFLICT ON CONSTRAINT presence_privacy_pkey DO UPDATE
         SET invisible = true,
@@ -431,12 +525,17 @@ BEGIN
             updated_at = excluded.updated_at
         WHERE NOT p.invisible;
     ELSE
-        UPDATE public.presence_privacy AS p
-        SET invisible = false, invisible_since = NULL, frozen_last_seen = NULL, updated_at = now()
-        WHERE p.user_id = ANY (user_ids) AND p.invisible;
+        WITH changed AS (
+            UPDATE public.presence_privacy AS p
+            SET invisible = false, invisible_since = NULL, frozen_last_seen = NULL,
+                visible_since = now(), updated_at = now()
+            WHERE p.user_id = ANY (user_ids) AND p.invisible
+            RETURNING p.user_id
+        )
+        SELECT coalesce(array_agg(c.user_id ORDER BY c.user_id), '{}') INTO flipped FROM changed AS c;
+        PERFORM presence_private.log_mask_edges(flipped, false);
     END IF;
-    GET DIAGNOSTICS changed = ROW_COUNT;
-    RETURN changed;
+    RETURN cardinality(flipped);
 END;
 $$;
 
@@ -526,6 +625,7 @@ REVOKE ALL ON FUNCTION
     presence_private.exact_count_max_rows(), presence_private.lists_every_user(),
     presence_private.viewer_sees_all(), presence_private.contact_check(uuid, uuid),
     presence_private.visible_to(uuid, uuid), presence_private.set_invisible(uuid[], boolean),
+    presence_private.log_mask_edges(uuid[], boolean),
     presence_private.settings_owner(uuid, text), presence_private.privacy_of(uuid)
 FROM PUBLIC, anon, authenticated, service_role;
 -- The reads run as the caller and call these.
@@ -806,6 +906,78 @@ COMMENT ON FUNCTION presence_private.can_see_events(uuid, uuid) IS
 
 REVOKE ALL ON FUNCTION presence_private.can_see_events(uuid, uuid) FROM PUBLIC, anon;
 GRANT EXECUTE ON FUNCTION presence_private.can_see_events(uuid, uuid) TO authenticated, service_role;
+
+-- The rule per event. can_see_events is per (viewer, target) with target's settings
+-- NOW; each user event also carries the audience target's settings gave it WHEN it was
+-- logged (presence_private.event_audience, below). Both must allow the viewer: so what
+-- happened while a user was invisible (or hid presence or last seen) stays hidden after
+-- they loosen the setting, and tightening it hides the past too. Events with no
+-- snapshot (logged before this migration) follow the current rule alone.
+-- No SET clause, so that the planner inlines it into the policy: every name and
+-- operator is qualified.
+CREATE OR REPLACE FUNCTION presence_private.can_see_event(viewer uuid, target uuid, audience text)
+RETURNS boolean
+LANGUAGE sql
+STABLE
+AS $$
+    -- CASE: the cheap refusal first, and the hook asked only for contacts events.
+    SELECT CASE
+        WHEN audience OPERATOR(pg_catalog.=) 'nobody' THEN false
+        WHEN audience OPERATOR(pg_catalog.=) 'contacts'
+             AND NOT presence_private.contact_check(viewer, target) THEN false
+        ELSE presence_private.can_see_events(viewer, target)
+    END;
+$$;
+
+COMMENT ON FUNCTION presence_private.can_see_event(uuid, uuid, text) IS
+    'May viewer see an event of target logged with this audience? The audience when it was logged (everyone; contacts: public.presence_can_see via contact_check; nobody; NULL: no snapshot) AND can_see_events(viewer, target) now. The per-event rule of the log''s policy.';
+
+REVOKE ALL ON FUNCTION presence_private.can_see_event(uuid, uuid, text) FROM PUBLIC, anon;
+GRANT EXECUTE ON FUNCTION presence_private.can_see_event(uuid, uuid, text) TO authenticated, service_role;
+
+-- The snapshot written onto each user event (online, offline, status) by the log's
+-- trigger: the stricter of target's presence and last-seen settings (an event shows
+-- both: when the user came or went), nobody while invisible, and nobody for an event
+-- that happened before the end of the last invisible period (logged late: a timeout
+-- the sweep notices after the user turned invisible mode off). One primary-key probe
+-- of public.presence_privacy (no row: everyone). plpgsql without SET (its plan is
+-- cached; the caller, a SECURITY DEFINER trigger, pins search_path = ''), every name
+-- and operator qualified.
+CREATE OR REPLACE FUNCTION presence_private.event_audience(target uuid, at timestamptz)
+RETURNS text
+LANGUAGE plpgsql
+STABLE
+AS $$
+DECLARE
+    s record;
+BEGIN
+    SELECT p.invisible, p.visible_since, p.presence_visibility, p.last_seen_visibility
+    INTO s
+    FROM public.presence_privacy AS p
+    WHERE p.user_id OPERATOR(pg_catalog.=) target;
+    IF NOT FOUND THEN
+        RETURN 'everyone';
+    END IF;
+    IF s.invisible
+       OR at OPERATOR(pg_catalog.<) s.visible_since
+       OR s.presence_visibility OPERATOR(pg_catalog.=) 'nobody'
+       OR s.last_seen_visibility OPERATOR(pg_catalog.=) 'nobody' THEN
+        RETURN 'nobody';
+    END IF;
+    IF s.presence_visibility OPERATOR(pg_catalog.=) 'contacts'
+       OR s.last_seen_visibility OPERATOR(pg_catalog.=) 'contacts' THEN
+        RETURN 'contacts';
+    END IF;
+    RETURN 'everyone';
+END;
+$$;
+
+COMMENT ON FUNCTION presence_private.event_audience(uuid, timestamptz) IS
+    'Who else may see an event of target that happened at `at`, by target''s settings when it is logged: the stricter of presence and last seen (everyone, contacts, nobody), nobody while invisible or for an event from before the end of the last invisible period. Written onto each user event.';
+
+-- Only the log's triggers call it (as the owner).
+REVOKE ALL ON FUNCTION presence_private.event_audience(uuid, timestamptz)
+FROM PUBLIC, anon, authenticated, service_role;
 
 -- ------------------------------------------------------------------------------------
 -- Settings RPCs

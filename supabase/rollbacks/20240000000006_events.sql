@@ -52,7 +52,9 @@ DROP TABLE IF EXISTS public.presence_events;
 DO $$
 BEGIN
     IF to_regnamespace('presence_private') IS NOT NULL THEN
+        DROP FUNCTION IF EXISTS presence_private.can_see_event(uuid, uuid, text);
         DROP FUNCTION IF EXISTS presence_private.can_see_events(uuid, uuid);
+        DROP FUNCTION IF EXISTS presence_private.event_audience(uuid, timestamptz);
     END IF;
 END;
 $$;

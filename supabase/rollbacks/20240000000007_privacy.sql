@@ -6,9 +6,11 @@
 --    are readable by every signed-in user again.
 -- 2. Restores the definitions the migration replaced (presence_private.user_presence_now,
 --    public.presence_counts, presence_is_online, presence_get, presence_list_online,
---    presence_private.can_see_events, and the setup report of schema_version 4), as saved in
---    presence_private.privacy_replaced_definitions; a can_see_events the migration
---    created (no event log yet) is dropped.
+--    presence_private.can_see_events, the event log's per-event seams
+--    presence_private.can_see_event and presence_private.event_audience, and the setup
+--    report of schema_version 4), as saved in presence_private.privacy_replaced_definitions; those the migration created (no
+--    event log yet) are dropped. Events logged with a privacy snapshot (audience
+--    contacts or nobody) stay hidden from others under the event log's default rule.
 -- 3. Drops what the migration added. Privacy settings are lost. The app's hook
 --    public.presence_can_see is dropped only while it is still the default.
 --
@@ -62,6 +64,13 @@ BEGIN
             -- function: the check below refuses instead.
             DROP FUNCTION IF EXISTS presence_private.can_see_events(uuid, uuid);
         END IF;
+        IF NOT EXISTS (
+            SELECT 1 FROM presence_private.privacy_replaced_definitions AS d
+            WHERE d.object = 'presence_private.can_see_event(uuid,uuid,text)'
+        ) AND to_regclass('public.presence_events') IS NULL THEN
+            DROP FUNCTION IF EXISTS presence_private.can_see_event(uuid, uuid, text);
+            DROP FUNCTION IF EXISTS presence_private.event_audience(uuid, timestamptz);
+        END IF;
     END IF;
 
     -- Never leave the reads pointing at dropped objects.
@@ -78,9 +87,15 @@ BEGIN
        )
        OR strpos(coalesce((SELECT p.prosrc FROM pg_catalog.pg_proc AS p
                            WHERE p.oid = to_regprocedure('public.presence_setup_report()')), ''),
-                 'presence_privacy') > 0 THEN
+                 'presence_privacy') > 0
+       OR EXISTS (
+           SELECT 1 FROM pg_catalog.pg_proc AS p
+           WHERE p.oid IN (to_regprocedure('presence_private.can_see_event(uuid, uuid, text)'),
+                           to_regprocedure('presence_private.event_audience(uuid, timestamptz)'))
+             AND (strpos(p.prosrc, 'contact_check') > 0 OR strpos(p.prosrc, 'presence_privacy') > 0)
+       ) THEN
         RAISE EXCEPTION 'presence: cannot roll back 20240000000007_privacy: the saved definitions are missing'
-            USING HINT = 'Re-apply migration 20240000000004_sessions (and any later ones) first, then run this rollback again.';
+            USING HINT = 'Re-apply migration 20240000000005_sessions (and every later one) first, then run this rollback again.';
     END IF;
 
     IF to_regprocedure('public.presence_can_see(uuid, uuid)') IS NOT NULL THEN
@@ -106,6 +121,7 @@ DROP FUNCTION IF EXISTS presence_private.privacy_of(uuid);
 DROP FUNCTION IF EXISTS presence_private.settings_owner(uuid, text);
 DROP FUNCTION IF EXISTS presence_private.caller_role();
 DROP FUNCTION IF EXISTS presence_private.set_invisible(uuid[], boolean);
+DROP FUNCTION IF EXISTS presence_private.log_mask_edges(uuid[], boolean);
 DROP FUNCTION IF EXISTS presence_private.visible_to(uuid, uuid);
 DROP VIEW IF EXISTS presence_private.privacy_settings;
 DROP VIEW IF EXISTS presence_private.stored_presence;

@@ -373,11 +373,14 @@ def test_security_definer_functions_pin_an_empty_search_path(
         "presence_track_end",
     ]
     # Three invoker helpers of the reads run without SET, by design (inlining; one call
-    # per read row): every name and operator in them is schema-qualified instead.
+    # per read row), and so do the event log's per-event rule (inlined into its policy)
+    # and the snapshot its trigger writes (one call per user event, under the trigger's
+    # own search_path): every name and operator in them is schema-qualified instead.
     internal = presence_db.query(
         "SELECT proname, proconfig FROM pg_proc "
         "WHERE pronamespace = 'presence_private'::regnamespace "
-        "AND proname NOT IN ('visible_to', 'viewer_sees_all', 'lists_every_user') ORDER BY 1"
+        "AND proname NOT IN ('visible_to', 'viewer_sees_all', 'lists_every_user', "
+        "'can_see_event', 'event_audience') ORDER BY 1"
     )
     assert internal
     assert all('search_path=""' in r["proconfig"] for r in internal), internal

@@ -212,12 +212,15 @@ def test_security_definer_functions_pin_search_path() -> None:
     code = "\n".join(strip_comments(p.read_text()) for p in [SUPABASE / "schema.sql", *MIGRATIONS])
     functions = re.findall(r"CREATE OR REPLACE FUNCTION (\S+?)\((.*?)\bAS \$\$", code, re.DOTALL)
     assert len(functions) >= 10
-    # Invoker helpers of the privacy reads, without SET by design (see the migration):
-    # not SECURITY DEFINER, and every name and operator in them is qualified.
+    # Invoker helpers of the privacy reads and the event log's per-event rule and
+    # snapshot, without SET by design (see the migrations): not SECURITY DEFINER, and
+    # every name and operator in them is qualified.
     unpinned = {
         "presence_private.visible_to",
         "presence_private.viewer_sees_all",
         "presence_private.lists_every_user",
+        "presence_private.can_see_event",
+        "presence_private.event_audience",
     }
     for name, body in functions:
         if name in unpinned:
