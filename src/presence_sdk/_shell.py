@@ -26,13 +26,13 @@ from presence_sdk._core import (
     LOGGER,
     Effects,
     ErrorCallback,
-    Heartbeat,
     PresenceState,
     PresenceStats,
     Refresh,
     StateCallback,
 )
 from presence_sdk._exceptions import ConfigurationError
+from presence_sdk._heartbeat import Heartbeat
 from presence_sdk._wire import refresh_effects
 
 __all__ = [

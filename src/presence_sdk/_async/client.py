@@ -1,6 +1,6 @@
 """AsyncPresenceClient: heartbeats from an asyncio task, over a supabase ``AsyncClient``.
 
-A thin shell: the logic is :class:`presence_sdk._core.Heartbeat`; this module only
+A thin shell: the logic is :class:`presence_sdk._heartbeat.Heartbeat`; this module only
 performs its effects (awaited sends, waits on an ``asyncio.Event``) in a task.
 """
 

@@ -1,6 +1,6 @@
 """PresenceClient: heartbeats from a background daemon thread, over a supabase ``Client``.
 
-A thin shell: the logic is :class:`presence_sdk._core.Heartbeat`; this module only
+A thin shell: the logic is :class:`presence_sdk._heartbeat.Heartbeat`; this module only
 performs its effects (blocking sends under a total deadline, waits on a
 ``threading.Event``) on a thread.
 """
