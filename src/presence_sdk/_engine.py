@@ -201,6 +201,10 @@ class Engine(Generic[ConfigT]):
         self._announce(old, PresenceState.STOPPED)
         return False
 
+    def run(self, control: RunControl) -> Effects[None]:
+        """The loop of one run, until stopped (the shell then calls :meth:`end_run`)."""
+        raise NotImplementedError
+
     def _forget_run_after_fork(self) -> bool:
         """In a forked child: end the inherited run quietly (no requests, no callbacks)
         with new locks; returns whether a run was active in the parent."""
