@@ -1,4 +1,4 @@
-"""The heartbeat logic shared by the sync and async clients, free of I/O.
+"""The I/O-free core the sync and async clients and trackers are built on.
 
 Sans-I/O: the logic is written as generators that *yield effects* (:class:`Call` an
 RPC, :class:`Refresh` the session, :class:`Sleep`, :class:`AuthCall`) and receive
@@ -7,7 +7,10 @@ thin shells in :mod:`presence_sdk._sync` and :mod:`presence_sdk._async` perform 
 effects with a thread or an asyncio task (see :class:`Driver`). So the schedule,
 retries (tenacity's decision logic, driven step by step through
 ``BaseRetrying.iter``), state machine and statistics exist once and are tested with a
-fake clock, without sockets, threads or event loops.
+fake clock, without sockets, threads or event loops. This module holds the effects,
+the callbacks' delivery, the retry decisions and the states; the engines built on them
+are :mod:`presence_sdk._engine` (what both share), :mod:`presence_sdk._heartbeat` (a
+client) and :mod:`presence_sdk._tracker_core` (a server's tracker).
 
 Callbacks (``on_error``, ``on_state_change``) are app code: they are queued and
 delivered in order by :class:`Notifier`, never while the core or a shell holds a lock
@@ -22,8 +25,6 @@ import logging
 import math
 import random
 import threading
-import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Mapping
 from contextvars import Context, ContextVar, copy_context
@@ -40,14 +41,10 @@ from presence_sdk._config import (
     ACTIVE_STATUSES,
     DEFAULT_INTERVAL,
     DEFAULT_TIMEOUT,
-    PresenceConfig,
-    check_timing,
 )
 from presence_sdk._exceptions import (
     AuthenticationError,
-    ConfigurationError,
     InvalidInputError,
-    NotInstalledError,
     PresenceError,
     RateLimitedError,
     RequestError,
@@ -55,7 +52,6 @@ from presence_sdk._exceptions import (
 )
 from presence_sdk._models import _parse_time
 from presence_sdk._queries import Query
-from presence_sdk._sessions import to_session_id, validate_device, validate_metadata
 
 __all__ = [
     "LOGGER",
@@ -65,7 +61,6 @@ __all__ = [
     "Driver",
     "Effect",
     "Effects",
-    "Heartbeat",
     "Notifier",
     "PresenceState",
     "PresenceStats",
@@ -122,9 +117,6 @@ class PresenceState(StrEnum):
     NOT_INSTALLED = "not_installed"
     FAILED = "failed"
     STOPPING = "stopping"
-
-
-_QUIET_STATES = frozenset({PresenceState.NOT_INSTALLED, PresenceState.FAILED})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -490,7 +482,7 @@ def retry_call(
             return action  # type: ignore[no-any-return]
 
 
-# -- the heartbeat engine ------------------------------------------------------------
+# -- runs and server timings ---------------------------------------------------------
 
 
 def validate_status(status: object) -> str:
@@ -593,522 +585,6 @@ def _finite(value: Any) -> float | None:
     except ValueError:
         return None
     return number if math.isfinite(number) else None
-
-
-@dataclass(slots=True)
-class _Counters:
-    beats_sent: int = 0
-    beats_failed: int = 0
-    retries: int = 0
-    consecutive_failures: int = 0
-    last_success: datetime | None = None
-    last_error: PresenceError | None = None
-
-
-class Heartbeat:
-    """The heartbeat logic of one client: schedule, retries, state and statistics.
-
-    Thread-safe where the shells need it: :meth:`set_status`, :meth:`request_stop`,
-    :meth:`stats` may be called from any thread while a worker drives :meth:`run`, and
-    a run that outlived its ``stop()`` may still be finishing while a newer run beats
-    (see :meth:`begin_run`). Callbacks go through a :class:`Notifier`.
-
-    Args:
-        config: The client configuration.
-        on_error: Called with each failed heartbeat's error (after retries).
-        on_state_change: Called with ``(old, new)`` on every state change.
-        session_id: The id of this client's session (None: a new random uuid).
-        device: Optional device/app label of the session (1-64 characters).
-        metadata: Optional JSON object attached to the session (at most 1024 bytes).
-        clock: Monotonic clock (seconds); tests pass a fake one.
-        rng: Random source for jitter and backoff.
-
-    Sessions: each client is one session of its user. It beats with
-    ``presence_session_beat`` and leaves with ``presence_session_leave``, so a user's
-    other devices stay online when it stops. On a database without the sessions SQL
-    (0.1 schema: PGRST202) it falls back to ``presence_heartbeat``/``presence_leave``
-    (the user's one implicit session), with one warning; each run probes again.
-    """
-
-    def __init__(
-        self,
-        config: PresenceConfig,
-        *,
-        on_error: ErrorCallback | None = None,
-        on_state_change: StateCallback | None = None,
-        session_id: uuid.UUID | str | None = None,
-        device: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.session_id = uuid.uuid4() if session_id is None else to_session_id(session_id)
-        self.device = validate_device(device)
-        self.metadata = validate_metadata(metadata)
-        self._legacy = False  # this run beats with the 0.1 RPCs (no sessions SQL)
-        self._legacy_warned = False
-        self.config = config
-        self._on_error = on_error
-        self._on_state_change = on_state_change
-        self._events = Notifier()
-        self._clock = clock
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self._lock = threading.Lock()
-        self._status: str = config.initial_status
-        self._beat_due = False  # beat at once: new status, or a superseded run ended
-        self._state = PresenceState.STOPPED
-        self._counters = _Counters()
-        self._server_interval: float | None = None
-        self._server_timeout: float | None = None
-        self._settings_known = config.interval is not None and config.timeout is not None
-        self._not_before = -math.inf  # server-imposed wait (Retry-After), capped
-        self._last_success_at: float | None = None  # clock() of the last accepted beat
-        self._wait_cap_logged = False
-        self._run: RunControl | None = None
-        self._wait = WaitRetryAfter(
-            WaitFullJitter(config.backoff_initial, config.backoff_max, self._rng)
-        )
-
-    # -- state shared with the API threads -------------------------------------------
-
-    @property
-    def interval(self) -> float:
-        """The heartbeat interval in use, in seconds."""
-        return self.config.effective_interval(self._server_interval)
-
-    @property
-    def timeout(self) -> float:
-        """The presence timeout in use, in seconds."""
-        if self.config.timeout is not None:
-            return float(self.config.timeout)
-        return self._server_timeout or DEFAULT_TIMEOUT
-
-    @property
-    def state(self) -> PresenceState:
-        """The current state."""
-        return self._state
-
-    @property
-    def status(self) -> str:
-        """The status reported by the next heartbeat."""
-        return self._status
-
-    def stats(self) -> PresenceStats:
-        """A consistent snapshot of the counters."""
-        with self._lock:
-            c = self._counters
-            return PresenceStats(
-                state=self._state,
-                status=self._status,
-                beats_sent=c.beats_sent,
-                beats_failed=c.beats_failed,
-                retries=c.retries,
-                consecutive_failures=c.consecutive_failures,
-                last_success=c.last_success,
-                last_error=c.last_error,
-                interval=self.interval,
-                timeout=self.timeout,
-            )
-
-    def set_status(self, status: str) -> bool:
-        """Report ``status`` from the next heartbeat on; True if it changed.
-
-        Raises InvalidInputError (before any I/O) for anything but online/away/busy.
-        """
-        status = validate_status(status)
-        with self._lock:
-            changed = status != self._status
-            self._status = status
-            self._beat_due = self._beat_due or changed
-        return changed
-
-    def begin_run(self) -> RunControl:
-        """A new run: state STARTING; the first heartbeat is due at once.
-
-        A previous run that is still alive (its ``stop()`` returned after
-        ``stop_timeout`` while a request hung) is *superseded*: it stops waiting,
-        records nothing and never sends its leave, so it cannot undo this run. What it
-        had already sent is overwritten when it ends (:meth:`end_run`).
-        """
-        control = RunControl()
-        with self._lock:
-            previous, self._run = self._run, control
-            if previous is not None:
-                previous.superseded = previous.stop_requested = True
-            self._not_before = -math.inf
-            self._beat_due = False
-            self._legacy = False  # probe the sessions RPCs again
-            old = self._move(PresenceState.STARTING)
-        self._announce(old, PresenceState.STARTING)
-        return control
-
-    def request_stop(self, control: RunControl) -> None:
-        """Ask ``control``'s run to stop; its leave must be sent within ``stop_timeout``."""
-        with self._lock:
-            if control.stop_requested:
-                return
-            control.stop_deadline = self._clock() + self.config.stop_timeout
-            control.stop_requested = True
-            old = self._move(PresenceState.STOPPING) if self._run is control else None
-        if old is not None:
-            self._announce(old, PresenceState.STOPPING)
-
-    def stop_time_left(self, control: RunControl) -> float:
-        """Seconds until ``control``'s stop deadline (0 when passed or not stopping)."""
-        return max(0.0, control.stop_deadline - self._clock()) if control.stop_requested else 0.0
-
-    def end_run(self, control: RunControl) -> bool:
-        """``control``'s run is over (whatever happened): state STOPPED if it was current.
-
-        Returns True when the shell must wake the current run: ``control`` was
-        superseded while one of its requests could still be in flight (a heartbeat
-        with a stale status, or a leave sent just before the newer run began), and
-        the server may have applied it after the current run's last beat. So the
-        current run beats again at once: whatever the old run sent, the newest beat
-        lands last. (A request the old run gave up on at its timeout may in theory be
-        applied later still; the next regular beat then repairs it.)
-        """
-        with self._lock:
-            if self._run is not control:
-                current = self._run
-                if control.superseded and current is not None and not current.stop_requested:
-                    self._beat_due = True
-                    return True
-                return False
-            self._run = None
-            old = self._move(PresenceState.STOPPED)
-        self._announce(old, PresenceState.STOPPED)
-        return False
-
-    def forget_run_after_fork(self) -> bool:
-        """In a forked child: end the inherited run quietly (no leave, no callbacks).
-
-        Returns whether a run was active in the parent.
-        """
-        self._lock = threading.Lock()
-        self._events.reset_after_fork()
-        control, self._run = self._run, None
-        if control is not None:
-            control.quiet = control.stop_requested = True
-        self._state = PresenceState.STOPPED
-        # The child is another connection: sharing the parent's session id would let
-        # either process's leave end the other's presence.
-        self.session_id = uuid.uuid4()
-        return control is not None
-
-    # -- the loop ----------------------------------------------------------------------
-
-    def run(self, control: RunControl) -> Effects[None]:
-        """The heartbeat loop of one run: beat now, then every interval, until stopped;
-        then the leave. Never raises PresenceError. The shell calls :meth:`end_run`
-        afterwards, however the run ended."""
-        while not control.stop_requested:
-            try:
-                beat_at = yield from self._beat(control)
-            except StopRequestedError:
-                break
-            except PresenceError as exc:
-                self._record_failure(control, exc)
-            else:
-                self._record_success(control, beat_at)
-                if not self._settings_known and not control.stop_requested:
-                    yield from self._load_settings()
-            try:
-                yield from self._pause(self._next_delay(), control, wake_when_due=True)
-            except StopRequestedError:
-                break
-        if not control.quiet:
-            yield from self.leave(control)
-
-    def beat_once(self) -> Effects[datetime | None]:
-        """One heartbeat now, with the retry policy; raises its final error.
-
-        A stopped run still finishing (its ``stop()`` gave up waiting) is superseded
-        first, as by :meth:`begin_run`: its leave must not land after this beat.
-        """
-        control = RunControl()
-        with self._lock:
-            lingering = self._run
-            if lingering is not None and lingering.stop_requested:
-                lingering.superseded = True
-        try:
-            beat_at = yield from self._beat(control)
-        except PresenceError as exc:
-            self._record_failure(control, exc)
-            raise
-        self._record_success(control, beat_at)
-        return beat_at
-
-    def leave(self, control: RunControl) -> Effects[None]:
-        """Send ``presence_leave()`` once, within the stop deadline; never raises.
-
-        Nothing is sent for a superseded run: a newer run is beating, and a leave
-        landing after its beats would show the user offline while it runs.
-        """
-        if not self.config.leave_on_stop:
-            return
-        with self._lock:
-            superseded = control.superseded
-            failures = self._counters.consecutive_failures
-            last_error = self._counters.last_error
-        if superseded:
-            LOGGER.debug("presence: no leave from a stopped run: a newer run is beating")
-            return
-        if failures and isinstance(last_error, AuthenticationError | NotInstalledError):
-            LOGGER.debug("presence: no leave sent after %s", type(last_error).__name__)
-            return
-        remaining = control.stop_deadline - self._clock()
-        timeout = max(0.05, min(self.config.request_timeout, remaining))
-        try:
-            if self._legacy:
-                yield Call("presence_leave", {}, timeout)
-            else:
-                try:
-                    params = {"session_id": str(self.session_id)}
-                    yield Call("presence_session_leave", params, timeout)
-                except NotInstalledError:
-                    self._use_legacy("presence_session_leave")
-                    remaining = control.stop_deadline - self._clock()
-                    timeout = max(0.05, min(self.config.request_timeout, remaining))
-                    yield Call("presence_leave", {}, timeout)
-        except PresenceError as exc:
-            with self._lock:
-                self._counters.last_error = exc
-            LOGGER.warning(
-                "presence: leave failed, the user goes offline after the timeout: %s", exc
-            )
-            self._events.post("on_error", self._on_error, exc)
-        else:
-            LOGGER.info("presence: left (session %s ended)", self.session_id)
-
-    # -- one heartbeat -------------------------------------------------------------
-
-    def _beat(self, control: RunControl) -> Effects[datetime]:
-        with self._lock:
-            status = self._status
-            if not control.superseded:
-                self._beat_due = False
-        if not self._legacy:
-            params = {
-                "session_id": str(self.session_id),
-                "new_status": status,
-                "device": self.device,
-                "metadata": self.metadata,
-            }
-            try:
-                return (
-                    yield from self._attempts(
-                        "presence_session_beat", params, control, parse_heartbeat_time
-                    )
-                )
-            except NotInstalledError:
-                self._use_legacy("presence_session_beat")
-        try:
-            return (
-                yield from self._attempts(
-                    "presence_heartbeat", {"new_status": status}, control, parse_heartbeat_time
-                )
-            )
-        except NotInstalledError:
-            self._legacy = False  # nothing is installed: probe the sessions RPCs next time
-            raise
-
-    def _use_legacy(self, fn: str) -> None:
-        """``fn`` is missing: the database predates sessions; use the 0.1 RPCs."""
-        self._legacy = True
-        level = logging.DEBUG if self._legacy_warned else logging.WARNING
-        self._legacy_warned = True
-        LOGGER.log(
-            level,
-            "presence: %s() is not on the server (a database without the sessions "
-            "migration); using presence_heartbeat()/presence_leave(), one presence per "
-            "user: stopping any client of the user ends it. Apply the migrations for "
-            "per-device sessions",
-            fn,
-        )
-
-    def _attempts(
-        self,
-        fn: str,
-        params: Mapping[str, Any],
-        control: RunControl,
-        parse: Callable[[Any], T],
-    ) -> Effects[T]:
-        """Call ``fn`` and ``parse`` its result with the retry policy (:func:`retry_call`),
-        retrying until one interval after the first attempt started."""
-        return (
-            yield from retry_call(
-                Call(fn, params, self.config.request_timeout),
-                parse,
-                clock=self._clock,
-                wait=self._wait,
-                max_attempts=self.config.max_attempts,
-                deadline=self._clock() + self.interval,
-                control=control,
-                pause=lambda seconds: self._pause(seconds, control, wake_when_due=False),
-                on_retry=self._count_retry,
-                refresh=self._refresh,
-            )
-        )
-
-    def _count_retry(self) -> None:
-        with self._lock:
-            self._counters.retries += 1
-
-    def _refresh(self, call: Call, error: AuthenticationError) -> Effects[None]:
-        LOGGER.info("presence: %s; refreshing the session once", error)
-        try:
-            yield Refresh(call.authorization)
-        except PresenceError as refresh_error:
-            LOGGER.debug("presence: session refresh failed: %s", refresh_error)
-            raise error from refresh_error
-
-    def _pause(self, seconds: float, control: RunControl, *, wake_when_due: bool) -> Effects[None]:
-        """Wait ``seconds``; stop early for stop() (raises StopRequestedError) or, with
-        ``wake_when_due``, for a beat due at once (new status, superseded run ended)."""
-        deadline = self._clock() + seconds
-        while True:
-            if control.stop_requested:
-                raise StopRequestedError
-            if wake_when_due and self._beat_due:
-                return
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                return
-            yield Sleep(remaining)
-
-    def _next_delay(self) -> float:
-        interval = self.interval
-        jitter = self.config.jitter
-        factor = self._rng.uniform(1.0 - jitter, 1.0 + jitter) if jitter else 1.0
-        if self._state in _QUIET_STATES:
-            failures = max(1, self._counters.consecutive_failures)
-            base = min(self.config.idle_backoff_max, interval * 2.0 ** min(failures - 1, 30))
-            delay = max(interval, base) * factor
-        else:
-            delay = interval * factor
-        return max(delay, self._not_before - self._clock())
-
-    def _server_wait_cap(self, now: float) -> float:
-        """The longest server-imposed wait (``Retry-After``) that keeps the user online.
-
-        The user is online until ``timeout`` after the last accepted beat; the next
-        beat must start one ``interval`` before that, which leaves it room for its
-        retries. Counted from now when there was no beat yet or the user is already
-        offline. The caller holds the lock.
-        """
-        timeout, interval = self.timeout, self.interval
-        last = self._last_success_at
-        base = last if last is not None and last + timeout > now else now
-        return max(0.0, base + timeout - interval - now)
-
-    def _load_settings(self) -> Effects[None]:
-        try:
-            settings = yield Call("presence_settings", {}, self.config.request_timeout)
-            raw_interval = settings["heartbeat_interval_seconds"]
-            raw_timeout = settings["timeout_seconds"]
-        except PresenceError as exc:
-            LOGGER.debug("presence: could not read presence_settings(): %s", exc)
-            return
-        except (KeyError, TypeError, IndexError):
-            LOGGER.warning("presence: presence_settings() returned %r; using defaults", settings)
-            self._settings_known = True
-            return
-        interval, timeout, problem = clamp_server_timing(raw_interval, raw_timeout)
-        if problem is not None:  # read once per client, so logged once
-            LOGGER.warning("presence: %s", problem)
-        with self._lock:
-            self._server_interval, self._server_timeout = interval, timeout
-            self._settings_known = True
-        try:
-            check_timing(self.interval, self.timeout, self.config.jitter)
-        except ConfigurationError as exc:
-            LOGGER.warning("presence: %s", exc)
-        LOGGER.debug("presence: interval %.1fs, timeout %.1fs", self.interval, self.timeout)
-
-    # -- bookkeeping ---------------------------------------------------------------
-
-    def _record_success(self, control: RunControl, beat_at: datetime) -> None:
-        with self._lock:
-            if control.superseded:  # stale: the newer run's beats count
-                return
-            c = self._counters
-            c.beats_sent += 1
-            c.consecutive_failures = 0
-            c.last_success = beat_at
-            self._last_success_at = self._clock()
-            self._not_before = -math.inf  # the server accepts beats again: no more waiting
-            old = self._move(PresenceState.ONLINE) if self._is_current(control) else None
-        if old is not None:
-            self._announce(old, PresenceState.ONLINE)
-
-    def _record_failure(self, control: RunControl, error: PresenceError) -> None:
-        new = _state_for(error)
-        capped: tuple[float, float] | None = None
-        with self._lock:
-            if control.superseded:
-                LOGGER.debug("presence: heartbeat of a stopped run failed: %s", error)
-                return
-            c = self._counters
-            c.beats_failed += 1
-            c.consecutive_failures += 1
-            c.last_error = error
-            if isinstance(error, RateLimitedError) and error.retry_after is not None:
-                now = self._clock()
-                cap = self._server_wait_cap(now)
-                wait = min(error.retry_after, cap)
-                if wait < error.retry_after:
-                    capped = (error.retry_after, wait)
-                self._not_before = now + wait
-            old = self._move(new) if self._is_current(control) else None
-        if capped is not None:
-            self._log_capped_wait(*capped)
-        if old is not None and old is not new:
-            level = logging.WARNING if new is PresenceState.DEGRADED else logging.ERROR
-            LOGGER.log(level, "presence: heartbeat failed (%s): %s", new, error)
-            self._announce(old, new)
-        else:
-            LOGGER.debug("presence: heartbeat failed: %s", error)
-        self._events.post("on_error", self._on_error, error)
-
-    def _log_capped_wait(self, requested: float, wait: float) -> None:
-        level = logging.DEBUG if self._wait_cap_logged else logging.WARNING
-        self._wait_cap_logged = True
-        LOGGER.log(
-            level,
-            "presence: the server asked to wait %gs before the next heartbeat (Retry-After); "
-            "waiting %.1fs instead, the longest wait that keeps the user online "
-            "(timeout %gs, interval %gs)",
-            requested,
-            wait,
-            self.timeout,
-            self.interval,
-        )
-
-    def _is_current(self, control: RunControl) -> bool:
-        return self._run is control and not control.stop_requested
-
-    def _move(self, new: PresenceState) -> PresenceState:
-        """Set the state (the caller holds the lock, so counters and state agree)."""
-        old, self._state = self._state, new
-        return old
-
-    def _announce(self, old: PresenceState, new: PresenceState) -> None:
-        """Log and report a state change (through the notifier: never under a lock)."""
-        if old is new:
-            return
-        LOGGER.debug("presence: state %s -> %s", old, new)
-        self._events.post("on_state_change", self._on_state_change, old, new)
-
-
-def _state_for(error: PresenceError) -> PresenceState:
-    if isinstance(error, AuthenticationError):
-        return PresenceState.UNAUTHENTICATED
-    if isinstance(error, NotInstalledError):
-        return PresenceState.NOT_INSTALLED
-    if isinstance(error, TransientError):
-        return PresenceState.DEGRADED
-    return PresenceState.FAILED
 
 
 # -- queries ---------------------------------------------------------------------------

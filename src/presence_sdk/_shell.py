@@ -1,5 +1,6 @@
-"""What the sync and async clients share besides the core: construction, properties,
-presence queries' plumbing, fork safety and the atexit/SIGTERM hooks.
+"""What the sync and async clients and trackers share besides the core: construction,
+fork safety and the atexit/SIGTERM hooks (:class:`ShellBase`, :class:`ExitHooks`), and
+the clients' properties and session refresh (:class:`ClientBase`).
 
 Nothing here performs network I/O; the subclasses in :mod:`presence_sdk._sync` and
 :mod:`presence_sdk._async` only add the parts that differ (thread vs task, blocking vs
@@ -21,30 +22,33 @@ from typing import Any, Generic, Protocol, Self, TypeVar
 
 from supabase import AsyncClient, AsyncClientOptions, Client, ClientOptions
 
-from presence_sdk._config import PresenceConfig
+from presence_sdk._config import PresenceConfig, TrackerConfig
 from presence_sdk._core import (
     LOGGER,
     Effects,
     ErrorCallback,
-    Heartbeat,
     PresenceState,
     PresenceStats,
     Refresh,
     StateCallback,
 )
+from presence_sdk._engine import Engine
 from presence_sdk._exceptions import ConfigurationError
+from presence_sdk._heartbeat import Heartbeat
 from presence_sdk._wire import refresh_effects
 
 __all__ = [
     "ClientBase",
     "ExitHooks",
     "ForkAware",
+    "ShellBase",
     "client_options",
     "forked_client_message",
     "notify_after_fork",
 ]
 
 S = TypeVar("S", Client, AsyncClient)
+E = TypeVar("E", bound=Engine[Any])
 OptionsT = TypeVar("OptionsT", ClientOptions, AsyncClientOptions)
 
 SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
@@ -167,7 +171,91 @@ def forked_client_message(kind: str, parent_pid: int) -> str:
     )
 
 
-class ClientBase(Generic[S]):
+ConfigT = TypeVar("ConfigT", PresenceConfig, TrackerConfig)
+
+
+def checked_options(
+    config: ConfigT | None,
+    config_type: type[ConfigT],
+    on_error: ErrorCallback | None,
+    on_state_change: StateCallback | None,
+) -> ConfigT:
+    """``config`` (None: the defaults), after checking it and the callbacks' types."""
+    if config is None:
+        config = config_type()
+    elif not isinstance(config, config_type):
+        msg = f"config must be a {config_type.__name__}, not {type(config).__name__}"
+        raise ConfigurationError(msg)
+    for name, callback in (("on_error", on_error), ("on_state_change", on_state_change)):
+        if callback is not None and not callable(callback):
+            msg = f"{name} must be callable, not {callback!r}"
+            raise ConfigurationError(msg)
+    return config
+
+
+def build_supabase(make_supabase: Callable[[], S]) -> S:
+    """``from_url``'s supabase client; ConfigurationError if it cannot be built."""
+    try:
+        return make_supabase()
+    except Exception as exc:
+        msg = f"cannot build a supabase client: {exc}"
+        raise ConfigurationError(msg) from exc
+
+
+class ShellBase(Generic[S, E]):
+    """What every shell holds: the supabase client, the engine, and the fork rules.
+
+    The flavour's lifecycle (:mod:`presence_sdk._sync._lifecycle`,
+    :mod:`presence_sdk._async._lifecycle`) defines :meth:`_init_shell`,
+    :meth:`_wake` and :meth:`_reset_after_fork`.
+    """
+
+    _supabase: S
+    _engine: E
+
+    def _attach(self, supabase: S, engine: E) -> None:
+        """Hold ``supabase`` and ``engine``, set up the shell, follow forks."""
+        self._supabase = supabase
+        self._engine = engine
+        self._owns_http = False
+        self._forked_from: int | None = None  # parent's pid, in a forked child
+        self._init_shell()
+        notify_after_fork(self)
+
+    def _init_shell(self) -> None:
+        """Set up what the sync/async shell needs (locks, run slot, exit hooks)."""
+        raise NotImplementedError
+
+    def _wake(self) -> None:
+        """Wake the running loop (so it notices new work or a stop)."""
+        raise NotImplementedError
+
+    def _reset_after_fork(self) -> None:
+        """Drop the references to the parent's thread/task and locks."""
+        raise NotImplementedError
+
+    def _after_fork(self) -> None:
+        raise NotImplementedError
+
+    def _note_fork(self) -> None:
+        """In a forked child: remember the parent, whose supabase client is not ours."""
+        if not self._owns_http and self._forked_from is None:
+            self._forked_from = os.getppid()
+
+    def _check_usable(self) -> None:
+        """Refuse I/O in a forked child over a supabase client the app supplied.
+
+        Its httpx pool may hold keep-alive connections opened by the parent; the child
+        would send on the parent's sockets (garbled requests, each process reading
+        the other's responses). Pools of clients built by ``from_url`` are replaced in
+        the child instead (:mod:`presence_sdk._http`).
+        """
+        if self._forked_from is None:
+            return
+        raise ConfigurationError(forked_client_message(type(self).__name__, self._forked_from))
+
+
+class ClientBase(ShellBase[S, Heartbeat]):
     """Construction, properties, session refresh and fork handling of both clients.
 
     Args:
@@ -198,17 +286,8 @@ class ClientBase(Generic[S]):
         device: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        if config is None:
-            config = PresenceConfig()
-        elif not isinstance(config, PresenceConfig):
-            msg = f"config must be a PresenceConfig, not {type(config).__name__}"
-            raise ConfigurationError(msg)
-        for name, callback in (("on_error", on_error), ("on_state_change", on_state_change)):
-            if callback is not None and not callable(callback):
-                msg = f"{name} must be callable, not {callback!r}"
-                raise ConfigurationError(msg)
-        self._supabase: S = supabase
-        self._engine = Heartbeat(
+        config = checked_options(config, PresenceConfig, on_error, on_state_change)
+        engine = Heartbeat(
             config,
             on_error=on_error,
             on_state_change=on_state_change,
@@ -217,10 +296,7 @@ class ClientBase(Generic[S]):
             metadata=metadata,
         )
         self._refresh_token = refresh_token
-        self._owns_http = False
-        self._forked_from: int | None = None  # parent's pid, in a forked child
-        self._init_shell()
-        notify_after_fork(self)
+        self._attach(supabase, engine)
 
     @classmethod
     def _from_parts(
@@ -237,13 +313,8 @@ class ClientBase(Generic[S]):
         metadata: Mapping[str, Any] | None = None,
     ) -> Self:
         """``from_url``'s common part: build the supabase client, then the client."""
-        try:
-            supabase = make_supabase()
-        except Exception as exc:
-            msg = f"cannot build a supabase client: {exc}"
-            raise ConfigurationError(msg) from exc
         client = cls(
-            supabase,
+            build_supabase(make_supabase),
             config=config,
             on_error=on_error,
             on_state_change=on_state_change,
@@ -254,10 +325,6 @@ class ClientBase(Generic[S]):
         )
         client._owns_http = owns_http
         return client
-
-    def _init_shell(self) -> None:
-        """Set up what the sync/async shell needs (locks, run slot, exit hooks)."""
-        raise NotImplementedError
 
     @property
     def supabase(self) -> S:
@@ -310,19 +377,10 @@ class ClientBase(Generic[S]):
         if self._engine.set_status(status):
             self._wake()
 
-    def _wake(self) -> None:
-        """Wake the running loop (so it notices a new status or a stop)."""
-        raise NotImplementedError
-
-    def _reset_after_fork(self) -> None:
-        """Drop the references to the parent's thread/task and locks."""
-        raise NotImplementedError
-
     def _after_fork(self) -> None:
         was_running = self._engine.forget_run_after_fork()
         self._reset_after_fork()
-        if not self._owns_http and self._forked_from is None:
-            self._forked_from = os.getppid()
+        self._note_fork()
         if was_running:
             LOGGER.warning(
                 "presence: process forked while the heartbeat ran; this child (pid %d) "
@@ -330,18 +388,6 @@ class ClientBase(Generic[S]):
                 os.getpid(),
                 "" if self._owns_http else " on a client built in the child",
             )
-
-    def _check_usable(self) -> None:
-        """Refuse I/O in a forked child over a supabase client the app supplied.
-
-        Its httpx pool may hold keep-alive connections opened by the parent; the child
-        would send on the parent's sockets (garbled requests, each process reading
-        the other's responses). Pools of clients built by ``from_url`` are replaced in
-        the child instead (:mod:`presence_sdk._http`).
-        """
-        if self._forked_from is None:
-            return
-        raise ConfigurationError(forked_client_message(type(self).__name__, self._forked_from))
 
     def _refresh_effects(self, effect: Refresh) -> Effects[None]:
         """The steps of a session refresh (performed as AuthCall effects)."""

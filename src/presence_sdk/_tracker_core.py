@@ -8,11 +8,12 @@ ends everything. ``track``/``set_status``/``untrack`` also ask for a *prompt flu
 (a new connection should show online now, not at the next round): the loop wakes,
 lingers a moment to collect a burst, then sends only what changed.
 
-Like :class:`presence_sdk._core.Heartbeat` it yields effects (:class:`Call`,
-:class:`Sleep`) that the shells in :mod:`presence_sdk._sync.tracker` and
-:mod:`presence_sdk._async.tracker` perform, retries transient failures with
-:func:`presence_sdk._core.retry_call`, reports through a :class:`Notifier` outside
-locks, and never lets an error out of :meth:`Tracker.run`.
+Like :class:`presence_sdk._heartbeat.Heartbeat` it is an
+:class:`presence_sdk._engine.Engine` (the same timings, runs, schedule, retries and
+state): it yields effects (:class:`Call`, :class:`Sleep`) that the shells in
+:mod:`presence_sdk._sync.tracker` and :mod:`presence_sdk._async.tracker` perform,
+reports through a :class:`Notifier` outside locks, and never lets an error out of
+:meth:`Tracker.run`.
 
 Entries the server refuses: a batch call is all or nothing, so one bad entry (a
 session of another user: ``PT409``; a user without a ``public.users`` row:
@@ -30,7 +31,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import threading
 import time
 import uuid
 from collections import deque
@@ -39,32 +39,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from presence_sdk._config import DEFAULT_TIMEOUT, TrackerConfig, check_timing
+from presence_sdk._config import TrackerConfig
 from presence_sdk._core import (
     LOGGER,
     Call,
     Effects,
     ErrorCallback,
-    Notifier,
     PresenceState,
     RunControl,
-    Sleep,
     StateCallback,
     StopRequestedError,
-    WaitFullJitter,
-    WaitRetryAfter,
-    clamp_server_timing,
-    retry_call,
     validate_status,
 )
+from presence_sdk._engine import Counters, Engine, state_for
 from presence_sdk._exceptions import (
     AuthenticationError,
-    ConfigurationError,
     InvalidInputError,
     NotInstalledError,
     PermissionDeniedError,
     PresenceError,
-    RateLimitedError,
     RejectedError,
     SessionsRejectedError,
     TransientError,
@@ -156,17 +149,13 @@ def _entry(sid: uuid.UUID, session: _Session) -> dict[str, Any]:
 
 
 @dataclass(slots=True)
-class _Counters:
+class _Counters(Counters):
     rounds: int = 0
     batches_sent: int = 0
     batches_failed: int = 0
     sessions_beaten: int = 0
     sessions_ended: int = 0
     sessions_dropped: int = 0
-    retries: int = 0
-    consecutive_failures: int = 0
-    last_success: datetime | None = None
-    last_error: PresenceError | None = None
 
 
 def _chunks(items: Sequence[uuid.UUID], size: int) -> Iterator[list[uuid.UUID]]:
@@ -174,7 +163,7 @@ def _chunks(items: Sequence[uuid.UUID], size: int) -> Iterator[list[uuid.UUID]]:
         yield list(items[start : start + size])
 
 
-class Tracker:
+class Tracker(Engine[TrackerConfig]):
     """The tracker's logic: tracked sessions, schedule, batching, retries, state.
 
     Thread-safe: :meth:`track`, :meth:`set_status`, :meth:`untrack` and :meth:`stats`
@@ -189,6 +178,10 @@ class Tracker:
         rng: Random source for jitter and backoff.
     """
 
+    _quiet_states = _QUIET_STATES
+    _state_log = "presence: tracker state %s -> %s"
+    _counters: _Counters
+
     def __init__(
         self,
         config: TrackerConfig,
@@ -198,49 +191,18 @@ class Tracker:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
-        self.config = config
-        self._on_error = on_error
-        self._on_state_change = on_state_change
-        self._events = Notifier()
-        self._clock = clock
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self._lock = threading.Lock()
+        super().__init__(
+            config, on_error=on_error, on_state_change=on_state_change, clock=clock, rng=rng
+        )
         self._sessions: dict[uuid.UUID, _Session] = {}
         self._dirty: set[uuid.UUID] = set()  # to beat at the next flush (new, changed)
         self._ending: dict[uuid.UUID, float] = {}  # untracked: clock() of the untrack
         self._flush_due = False
         self._round_due = False  # a full round at once (a superseded run ended)
-        self._state = PresenceState.STOPPED
         self._counters = _Counters()
-        self._server_interval: float | None = None
-        self._server_timeout: float | None = None
-        self._settings_known = config.interval is not None and config.timeout is not None
-        self._not_before = -math.inf  # server-imposed wait (Retry-After), capped
-        self._last_success_at: float | None = None
         self._batch_size = config.batch_size  # lowered if the server says so
-        self._run: RunControl | None = None
-        self._wait = WaitRetryAfter(
-            WaitFullJitter(config.backoff_initial, config.backoff_max, self._rng)
-        )
 
     # -- the app's side (any thread) ---------------------------------------------------
-
-    @property
-    def interval(self) -> float:
-        """The interval in use, in seconds."""
-        return self.config.effective_interval(self._server_interval)
-
-    @property
-    def timeout(self) -> float:
-        """The session timeout in use, in seconds."""
-        if self.config.timeout is not None:
-            return float(self.config.timeout)
-        return self._server_timeout or DEFAULT_TIMEOUT
-
-    @property
-    def state(self) -> PresenceState:
-        """The current state."""
-        return self._state
 
     def track(
         self,
@@ -347,52 +309,16 @@ class Tracker:
                 timeout=self.timeout,
             )
 
-    # -- runs (see Heartbeat for the same rules) -----------------------------------------
+    # -- runs (the rules are Engine's) ----------------------------------------------------
 
-    def begin_run(self) -> RunControl:
-        """A new run: state STARTING; the first round is due at once. A previous run
-        still alive is superseded: it records no state and ends nothing."""
-        control = RunControl()
-        with self._lock:
-            previous, self._run = self._run, control
-            if previous is not None:
-                previous.superseded = previous.stop_requested = True
-            self._not_before = -math.inf
-            self._round_due = False
-            old = self._move(PresenceState.STARTING)
-        self._announce(old, PresenceState.STARTING)
-        return control
+    def _reset_for_run(self) -> None:
+        self._round_due = False
 
-    def request_stop(self, control: RunControl) -> None:
-        """Ask ``control``'s run to stop; its ends must go out within ``stop_timeout``."""
-        with self._lock:
-            if control.stop_requested:
-                return
-            control.stop_deadline = self._clock() + self.config.stop_timeout
-            control.stop_requested = True
-            old = self._move(PresenceState.STOPPING) if self._run is control else None
-        if old is not None:
-            self._announce(old, PresenceState.STOPPING)
+    def _due_again(self) -> None:
+        self._round_due = True
 
-    def stop_time_left(self, control: RunControl) -> float:
-        """Seconds until ``control``'s stop deadline (0 when passed or not stopping)."""
-        return max(0.0, control.stop_deadline - self._clock()) if control.stop_requested else 0.0
-
-    def end_run(self, control: RunControl) -> bool:
-        """``control``'s run is over. True when the shell must wake the current run: a
-        superseded run may have had ends in flight, so the current run beats every
-        session again at once (the newest beat lands last)."""
-        with self._lock:
-            if self._run is not control:
-                current = self._run
-                if control.superseded and current is not None and not current.stop_requested:
-                    self._round_due = True
-                    return True
-                return False
-            self._run = None
-            old = self._move(PresenceState.STOPPED)
-        self._announce(old, PresenceState.STOPPED)
-        return False
+    def _woken(self) -> bool:
+        return self._round_due or (self._flush_due and self._state not in _QUIET_STATES)
 
     def forget_after_fork(self) -> tuple[bool, int]:
         """In a forked child: end the inherited run quietly and drop the inherited
@@ -400,18 +326,13 @@ class Tracker:
 
         Returns whether a run was active and how many sessions were dropped.
         """
-        self._lock = threading.Lock()
-        self._events.reset_after_fork()
-        control, self._run = self._run, None
-        if control is not None:
-            control.quiet = control.stop_requested = True
-        self._state = PresenceState.STOPPED
+        was_running = self._forget_run_after_fork()
         dropped = len(self._sessions)
         self._sessions.clear()
         self._dirty.clear()
         self._ending.clear()
         self._flush_due = False
-        return control is not None, dropped
+        return was_running, dropped
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -469,7 +390,7 @@ class Tracker:
                     len(chunk),
                     exc,
                 )
-                self._events.post("on_error", self._on_error, exc)
+                self._report(exc)
             else:
                 self._record_ended(chunk, result)
             unsent -= len(chunk)
@@ -522,7 +443,7 @@ class Tracker:
             LOGGER.debug("presence: gave up ending %d sessions (timed out)", len(expired))
         for chunk in _chunks(ids, self._batch_size):
             try:
-                result = yield from self._retrying(
+                result = yield from self._retry(
                     Call("presence_track_end", _end_params(chunk), self.config.request_timeout),
                     lambda reply: parse_track_result(reply, "ended_at"),
                     control,
@@ -560,7 +481,7 @@ class Tracker:
                 self.config.request_timeout,
             )
             try:
-                result = yield from self._retrying(
+                result = yield from self._retry(
                     call, lambda reply: parse_track_result(reply, "beat_at"), control, deadline
                 )
             except RejectedError as exc:
@@ -634,83 +555,8 @@ class Tracker:
             with self._lock:
                 self._counters.last_error = report
             LOGGER.warning("%s", report)
-            self._events.post("on_error", self._on_error, report)
+            self._report(report)
         return in_call
-
-    def _retrying(
-        self,
-        call: Call,
-        parse: Callable[[Any], TrackResult],
-        control: RunControl,
-        deadline: float,
-    ) -> Effects[TrackResult]:
-        return (
-            yield from retry_call(
-                call,
-                parse,
-                clock=self._clock,
-                wait=self._wait,
-                max_attempts=self.config.max_attempts,
-                deadline=deadline,
-                control=control,
-                pause=lambda seconds: self._pause(seconds, control, wake=False),
-                on_retry=self._count_retry,
-            )
-        )
-
-    def _count_retry(self) -> None:
-        with self._lock:
-            self._counters.retries += 1
-
-    def _pause(self, seconds: float, control: RunControl, *, wake: bool) -> Effects[None]:
-        """Wait ``seconds``; StopRequestedError on stop(); with ``wake``, return early
-        for a prompt flush or a round due at once."""
-        deadline = self._clock() + seconds
-        while True:
-            if control.stop_requested:
-                raise StopRequestedError
-            if wake and (self._round_due or (self._flush_due and self._state not in _QUIET_STATES)):
-                return
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                return
-            yield Sleep(remaining)
-
-    def _next_delay(self, started: float) -> float:
-        """Seconds from ``started`` (the round's start) to the next round."""
-        interval = self.interval
-        jitter = self.config.jitter
-        factor = self._rng.uniform(1.0 - jitter, 1.0 + jitter) if jitter else 1.0
-        if self._state in _QUIET_STATES:
-            failures = max(1, self._counters.consecutive_failures)
-            base = min(self.config.idle_backoff_max, interval * 2.0 ** min(failures - 1, 30))
-            delay = max(interval, base) * factor
-        else:
-            delay = interval * factor
-        return max(delay, self._not_before - started)
-
-    def _load_settings(self) -> Effects[None]:
-        try:
-            settings = yield Call("presence_settings", {}, self.config.request_timeout)
-            raw_interval = settings["heartbeat_interval_seconds"]
-            raw_timeout = settings["timeout_seconds"]
-        except PresenceError as exc:
-            LOGGER.debug("presence: could not read presence_settings(): %s", exc)
-            return
-        except (KeyError, TypeError, IndexError):
-            LOGGER.warning("presence: presence_settings() returned %r; using defaults", settings)
-            self._settings_known = True
-            return
-        interval, timeout, problem = clamp_server_timing(raw_interval, raw_timeout)
-        if problem is not None:
-            LOGGER.warning("presence: %s", problem)
-        with self._lock:
-            self._server_interval, self._server_timeout = interval, timeout
-            self._settings_known = True
-        try:
-            check_timing(self.interval, self.timeout, self.config.jitter)
-        except ConfigurationError as exc:
-            LOGGER.warning("presence: %s", exc)
 
     # -- bookkeeping ---------------------------------------------------------------------
 
@@ -731,19 +577,10 @@ class Tracker:
             self._counters.sessions_ended += result.count
 
     def _record_batch_failure(self, error: PresenceError) -> None:
-        capped: tuple[float, float] | None = None
         with self._lock:
             self._counters.batches_failed += 1
             self._counters.last_error = error
-            if isinstance(error, RateLimitedError) and error.retry_after is not None:
-                now = self._clock()
-                last = self._last_success_at
-                base = last if last is not None and last + self.timeout > now else now
-                cap = max(0.0, base + self.timeout - self.interval - now)
-                wait = min(error.retry_after, cap)
-                if wait < error.retry_after:
-                    capped = (error.retry_after, wait)
-                self._not_before = now + wait
+            capped = self._hold_off(error)
         if capped is not None:
             LOGGER.warning(
                 "presence: the server asked to wait %gs (Retry-After); waiting %.1fs, "
@@ -758,7 +595,7 @@ class Tracker:
 
         A flush that sent nothing and failed nothing changes nothing.
         """
-        new = _state_for(errors[0]) if errors else PresenceState.ONLINE
+        new = state_for(errors[0]) if errors else PresenceState.ONLINE
         with self._lock:
             c = self._counters
             if counted:
@@ -770,7 +607,7 @@ class Tracker:
                 self._not_before = -math.inf
             else:
                 return
-            current = self._run is control and not control.stop_requested
+            current = self._is_current(control)
             nothing_sent = not errors and c.batches_sent == 0  # still STARTING
             old = None if not current or nothing_sent else self._move(new)
         if old is not None and old is not new:
@@ -779,31 +616,11 @@ class Tracker:
                 LOGGER.log(level, "presence: tracker %s: %s", new, errors[0])
             self._announce(old, new)
         for error in errors:
-            self._events.post("on_error", self._on_error, error)
-
-    def _move(self, new: PresenceState) -> PresenceState:
-        old, self._state = self._state, new
-        return old
-
-    def _announce(self, old: PresenceState, new: PresenceState) -> None:
-        if old is new:
-            return
-        LOGGER.debug("presence: tracker state %s -> %s", old, new)
-        self._events.post("on_state_change", self._on_state_change, old, new)
+            self._report(error)
 
 
 def _end_params(chunk: Iterable[uuid.UUID]) -> dict[str, Any]:
     return {"session_ids": [str(sid) for sid in chunk]}
-
-
-def _state_for(error: PresenceError) -> PresenceState:
-    if isinstance(error, AuthenticationError):
-        return PresenceState.UNAUTHENTICATED
-    if isinstance(error, NotInstalledError):
-        return PresenceState.NOT_INSTALLED
-    if isinstance(error, TransientError):
-        return PresenceState.DEGRADED
-    return PresenceState.FAILED
 
 
 def request_effects(query: Query[T], timeout: float) -> Effects[T]:

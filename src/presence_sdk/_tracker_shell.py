@@ -9,15 +9,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 from supabase import AsyncClient, Client
 
 from presence_sdk._config import TrackerConfig
 from presence_sdk._core import LOGGER, ErrorCallback, PresenceState, StateCallback
-from presence_sdk._exceptions import ConfigurationError
 from presence_sdk._queries import UserId
-from presence_sdk._shell import forked_client_message, notify_after_fork
+from presence_sdk._shell import ShellBase, build_supabase, checked_options
 from presence_sdk._tracker_core import Tracker, TrackerStats
 
 __all__ = ["TrackerBase"]
@@ -25,7 +24,7 @@ __all__ = ["TrackerBase"]
 S = TypeVar("S", Client, AsyncClient)
 
 
-class TrackerBase(Generic[S]):
+class TrackerBase(ShellBase[S, Tracker]):
     """Construction, tracking API, properties and fork handling of both trackers.
 
     Args:
@@ -47,21 +46,9 @@ class TrackerBase(Generic[S]):
         on_error: ErrorCallback | None = None,
         on_state_change: StateCallback | None = None,
     ) -> None:
-        if config is None:
-            config = TrackerConfig()
-        elif not isinstance(config, TrackerConfig):
-            msg = f"config must be a TrackerConfig, not {type(config).__name__}"
-            raise ConfigurationError(msg)
-        for name, callback in (("on_error", on_error), ("on_state_change", on_state_change)):
-            if callback is not None and not callable(callback):
-                msg = f"{name} must be callable, not {callback!r}"
-                raise ConfigurationError(msg)
-        self._supabase: S = supabase
-        self._engine = Tracker(config, on_error=on_error, on_state_change=on_state_change)
-        self._owns_http = False
-        self._forked_from: int | None = None  # parent's pid, in a forked child
-        self._init_shell()
-        notify_after_fork(self)
+        config = checked_options(config, TrackerConfig, on_error, on_state_change)
+        engine = Tracker(config, on_error=on_error, on_state_change=on_state_change)
+        self._attach(supabase, engine)
 
     @classmethod
     def _from_parts(
@@ -73,24 +60,10 @@ class TrackerBase(Generic[S]):
         on_error: ErrorCallback | None,
         on_state_change: StateCallback | None,
     ) -> Self:
-        try:
-            supabase = make_supabase()
-        except Exception as exc:
-            msg = f"cannot build a supabase client: {exc}"
-            raise ConfigurationError(msg) from exc
+        supabase = build_supabase(make_supabase)
         tracker = cls(supabase, config=config, on_error=on_error, on_state_change=on_state_change)
         tracker._owns_http = owns_http
         return tracker
-
-    def _init_shell(self) -> None:
-        raise NotImplementedError
-
-    def _wake(self) -> None:
-        """Wake the running loop (a flush is due, or a stop)."""
-        raise NotImplementedError
-
-    def _reset_after_fork(self) -> None:
-        raise NotImplementedError
 
     # -- tracking (any thread, never blocks on I/O) ------------------------------------
 
@@ -175,8 +148,7 @@ class TrackerBase(Generic[S]):
     def _after_fork(self) -> None:
         was_running, dropped = self._engine.forget_after_fork()
         self._reset_after_fork()
-        if not self._owns_http and self._forked_from is None:
-            self._forked_from = os.getppid()
+        self._note_fork()
         if was_running or dropped:
             LOGGER.warning(
                 "presence: process forked while the tracker held %d sessions; they stay "
@@ -185,11 +157,6 @@ class TrackerBase(Generic[S]):
                 os.getpid(),
                 "" if self._owns_http else " (on a tracker built in the child)",
             )
-
-    def _check_usable(self) -> None:
-        """Refuse I/O in a forked child over a supabase client the app supplied."""
-        if self._forked_from is not None:
-            raise ConfigurationError(forked_client_message(type(self).__name__, self._forked_from))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} state={self.state} sessions={self.stats.sessions}>"

@@ -25,7 +25,7 @@ import math
 import random
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Generic, Protocol, Self, TypeVar
 
 from presence_sdk._core import LOGGER
 from presence_sdk._events import EventPage, PresenceEvent, check_after_id, check_page_size
@@ -42,6 +42,8 @@ __all__ = [
     "Wait",
     "WatchEffect",
     "WatchOptions",
+    "WatchSource",
+    "WatcherBase",
     "watch_effects",
 ]
 
@@ -185,3 +187,77 @@ def watch_effects(
                 yield Reconnect()
             except TransientError as again:
                 LOGGER.warning("presence: reconnecting failed (%s)", again)
+
+
+# -- what both watcher shells share ----------------------------------------------------------
+
+
+class WatchSource(Protocol):
+    """Where a watcher shell reads from (a direct connection, or PostgREST)."""
+
+    listens: bool
+
+
+SourceT = TypeVar("SourceT", bound=WatchSource)
+RunnerT = TypeVar("RunnerT")
+
+
+class WatcherBase(Generic[SourceT, RunnerT]):
+    """The state both watchers keep (options, source, cursor) and how they are built.
+
+    The shells in :mod:`presence_sdk._sync.watcher` and
+    :mod:`presence_sdk._async.watcher` add the iteration and the effects.
+    """
+
+    _options: WatchOptions
+    _source: SourceT
+    _last_id: int
+    _iterator: object
+    _closed: bool
+
+    @staticmethod
+    def _check_target(supabase: object, dsn: object) -> None:
+        """ConfigurationError unless exactly one of a client and a usable DSN is given."""
+        if (supabase is None) == (dsn is None):
+            msg = "give exactly one of a supabase client or dsn="
+            raise ConfigurationError(msg)
+        if dsn is not None and (not isinstance(dsn, str) or not dsn.strip()):
+            msg = f"dsn must be a libpq connection string, not {dsn!r:.50}"
+            raise ConfigurationError(msg)
+
+    @classmethod
+    def _polling(cls, runner: RunnerT) -> SourceT:
+        """The source that reads through ``runner``."""
+        raise NotImplementedError
+
+    @classmethod
+    def _over(
+        cls,
+        runner: RunnerT,
+        *,
+        after_id: int = 0,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        page_size: int = 100,
+    ) -> Self:
+        """A polling watcher that reads through ``runner`` (the clients' own reads,
+        which refresh an expired session): what ``watch()`` of the clients returns."""
+        watcher = cls.__new__(cls)
+        watcher._setup(cls._polling(runner), after_id, poll_interval, page_size)
+        return watcher
+
+    def _setup(self, source: SourceT, after_id: int, poll_interval: float, page_size: int) -> None:
+        self._options = WatchOptions(
+            after_id=after_id,
+            poll_interval=poll_interval,
+            page_size=page_size,
+            listen=source.listens,
+        )
+        self._source = source
+        self._last_id = after_id
+        self._iterator = None
+        self._closed = False
+
+    @property
+    def last_id(self) -> int:
+        """The id of the last event yielded (or ``after_id``): pass it back to resume."""
+        return self._last_id

@@ -24,8 +24,9 @@ from client_support import (
 )
 
 from presence_sdk import AsyncPresenceClient, InvalidInputError, PresenceClient, PresenceState
-from presence_sdk._core import Call, Driver, Heartbeat, RunControl
+from presence_sdk._core import Call, Driver, RunControl
 from presence_sdk._exceptions import NotInstalledError
+from presence_sdk._heartbeat import Heartbeat
 
 MISSING = {"status": 404, "code": "PGRST202", "message": "Could not find the function"}
 

@@ -18,7 +18,6 @@ from presence_sdk._core import (
     Call,
     Driver,
     Effect,
-    Heartbeat,
     Notifier,
     Refresh,
     Sleep,
@@ -40,6 +39,7 @@ from presence_sdk._exceptions import (
     RejectedError,
     TransientError,
 )
+from presence_sdk._heartbeat import Heartbeat
 from presence_sdk._queries import Query, lookup
 
 T0 = "2025-01-02T03:04:05+00:00"

@@ -16,7 +16,8 @@ from hardening_support import endpoints, heartbeat_threads, quick, sync_client
 from misbehaving_server import MisbehavingServer, hang
 
 from presence_sdk import PresenceState
-from presence_sdk._core import Call, Driver, Heartbeat, RunControl, Sleep
+from presence_sdk._core import Call, Driver, RunControl, Sleep
+from presence_sdk._heartbeat import Heartbeat
 
 
 def test_a_stopped_runs_late_leave_never_lands_after_a_restart(

@@ -1,20 +1,19 @@
 """AsyncPresenceClient: heartbeats from an asyncio task, over a supabase ``AsyncClient``.
 
-A thin shell: the logic is :class:`presence_sdk._core.Heartbeat`; this module only
-performs its effects (awaited sends, waits on an ``asyncio.Event``) in a task.
+A thin shell: the logic is :class:`presence_sdk._heartbeat.Heartbeat`; the task, its
+start and stop and the effects both async shells perform are
+:class:`presence_sdk._async._lifecycle.TaskShell`; this module adds the per-loop lock,
+the session refresh and the presence queries.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
-from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import httpx
@@ -23,30 +22,27 @@ from supabase import AsyncClient, AsyncClientOptions
 from presence_sdk import _events as events
 from presence_sdk import _privacy as privacy
 from presence_sdk import _queries as queries
-from presence_sdk._async._send import send_call
+from presence_sdk._async._lifecycle import TaskShell
 from presence_sdk._async.watcher import AsyncPresenceWatcher
 from presence_sdk._config import PresenceConfig
 from presence_sdk._core import (
-    LOGGER,
     AuthCall,
-    Call,
-    Driver,
     Effect,
     Effects,
     ErrorCallback,
     Refresh,
     RunControl,
     StateCallback,
-    detached_context,
     holding_callbacks,
     query_effects,
 )
 from presence_sdk._errors import translate
 from presence_sdk._events import EventPage, OnlineDay, SessionRecord
-from presence_sdk._exceptions import ConfigurationError, PresenceError
+from presence_sdk._exceptions import ConfigurationError
+from presence_sdk._heartbeat import Heartbeat
 from presence_sdk._http import OwnedAsyncClient
 from presence_sdk._models import OnlinePage, Presence, StatusCounts
-from presence_sdk._shell import ClientBase, ExitHooks, client_options
+from presence_sdk._shell import ClientBase, client_options
 from presence_sdk._watch import DEFAULT_POLL_INTERVAL
 
 __all__ = ["AsyncPresenceClient"]
@@ -54,14 +50,7 @@ __all__ = ["AsyncPresenceClient"]
 T = TypeVar("T")
 
 
-@dataclass(slots=True)
-class _Run:
-    control: RunControl
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
-
-
-class AsyncPresenceClient(ClientBase[AsyncClient]):
+class AsyncPresenceClient(TaskShell[Heartbeat], ClientBase[AsyncClient]):
     """Keeps a signed-in user's presence alive from an asyncio task.
 
     The asyncio twin of :class:`~presence_sdk.PresenceClient`, over the app's supabase
@@ -104,17 +93,18 @@ class AsyncPresenceClient(ClientBase[AsyncClient]):
         metadata: Optional JSON object stored with the session (at most 1024 bytes).
     """
 
+    _task_name = "presence-heartbeat"
+    _task_failed = "presence: heartbeat task failed"
+    _stop_gave_up = "presence: stop() gave up waiting after %.1fs (network slow?)"
+    _kind = "client"
+
     def _init_shell(self) -> None:
+        super()._init_shell()
         # asyncio.Lock belongs to the loop it is first contended in: one per loop,
         # made lazily (_lock_here), so a second event loop gets its own.
         self._lock_guard = threading.Lock()
         self._lock: asyncio.Lock | None = None
         self._lock_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
-        self._run: _Run | None = None
-        self._stopping: _Run | None = None  # the run a stop() is waiting for
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._signal_tasks: set[asyncio.Task[None]] = set()
-        self._hooks = ExitHooks(None, self._stop_then if self.config.handle_sigterm else None)
 
     @classmethod
     def from_url(
@@ -156,18 +146,7 @@ class AsyncPresenceClient(ClientBase[AsyncClient]):
         Raises ConfigurationError in a forked child if the supabase client is the
         app's, and while a run is active in another event loop.
         """
-        with holding_callbacks():
-            async with self._lock_here():
-                self._check_usable()
-                if self._running():
-                    return self
-                run = _Run(self._engine.begin_run())
-                run.task = asyncio.create_task(
-                    self._main(run), name="presence-heartbeat", context=detached_context()
-                )
-                self._run = run
-                self._loop = asyncio.get_running_loop()
-                self._hooks.install()
+        await self._start()
         return self
 
     async def stop(self) -> None:
@@ -175,48 +154,7 @@ class AsyncPresenceClient(ClientBase[AsyncClient]):
 
         Idempotent. If the network hangs, the task is cancelled after the bound.
         """
-        with holding_callbacks():
-            async with self._lock_here():
-                run, self._run = self._run, None
-                first = run is not None
-                if run is not None:
-                    self._hooks.uninstall()
-                    self._engine.request_stop(run.control)
-                    self._stopping = run
-                else:  # another stop() is under way (a signal, a task): wait too
-                    run = self._stopping
-                if run is None or run.task is None:
-                    return
-                task_loop = run.task.get_loop()
-                if task_loop is not asyncio.get_running_loop():
-                    # A run of another loop: nothing here can wait for it.
-                    if task_loop.is_closed():
-                        self._engine.end_run(run.control)
-                    else:
-                        task_loop.call_soon_threadsafe(run.wake.set)
-                    return
-                run.wake.set()
-        # The wait is outside the lock: the task's last callbacks may use the client.
-        if run.task is asyncio.current_task():
-            return
-        await asyncio.wait({run.task}, timeout=self._engine.stop_time_left(run.control))
-        if not run.task.done() and first:
-            LOGGER.warning(
-                "presence: stop() gave up waiting after %.1fs (network slow?)",
-                self.config.stop_timeout,
-            )
-            run.task.cancel()
-        if not run.task.done():
-            await asyncio.wait({run.task})
-        if self._stopping is run:
-            self._stopping = None
-
-    async def close(self) -> None:
-        """Stop, and release the connections of the httpx client :meth:`from_url`
-        created (a later use opens new ones)."""
-        await self.stop()
-        if self._owns_http:
-            await self._supabase.postgrest.session.aclose()
+        await self._stop()
 
     async def beat(self) -> datetime | None:
         """Send one heartbeat now and return the server's time of it.
@@ -231,17 +169,6 @@ class AsyncPresenceClient(ClientBase[AsyncClient]):
                     msg = "the heartbeat task is running; use set_status() for a beat now"
                     raise RuntimeError(msg)
                 return await self._drive(self._engine.beat_once(), None)
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- presence queries ---------------------------------------------------------
 
@@ -359,80 +286,22 @@ class AsyncPresenceClient(ClientBase[AsyncClient]):
                 self._lock_loop = weakref.ref(loop)
             return lock
 
-    def _running(self) -> bool:
-        """Whether a run is active; ConfigurationError if it is in another live loop."""
-        run = self._run
-        if run is None or run.task is None or run.task.done():
-            return False
-        task_loop = run.task.get_loop()
-        if task_loop.is_closed():  # its loop ended without finishing it: it never will
-            self._run = None
-            self._engine.request_stop(run.control)
-            self._engine.end_run(run.control)
-            return False
-        if task_loop is not asyncio.get_running_loop():
-            msg = (
-                f"this {type(self).__name__} runs in another event loop that is still "
-                "open: stop() it there first, or use one client per loop"
-            )
-            raise ConfigurationError(msg)
-        return True
-
     async def _query(self, query: queries.Query[T]) -> T:
         self._check_usable()
         return await self._drive(query_effects(query, self.config.request_timeout), None)
 
-    async def _main(self, run: _Run) -> None:
-        try:
-            await self._drive(self._engine.run(run.control), run.wake)
-        except asyncio.CancelledError:
-            await self._farewell(run.control)
-            raise
-        except Exception:  # a bug; never let it reach the app
-            LOGGER.exception("presence: heartbeat task failed")
-        finally:
-            if self._engine.end_run(run.control):
-                self._wake()  # superseded: the current run beats again now
+    def _section(self) -> asyncio.Lock:
+        return self._lock_here()
 
-    async def _farewell(self, control: RunControl) -> None:
-        """Cancelled from outside (not by stop()): still send the leave, bounded."""
-        if control.stop_requested:
-            return
-        self._engine.request_stop(control)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.config.stop_timeout):
-                await self._drive(self._engine.leave(control), None)
+    def _last_words(self, control: RunControl) -> Effects[None]:
+        return self._engine.leave(control)
 
-    async def _drive(self, effects: Effects[T], wake: asyncio.Event | None) -> T:
-        driver = Driver(effects)
-        try:
-            for effect in driver:
-                try:
-                    driver.reply(await self._perform(effect, wake))
-                except PresenceError as exc:
-                    driver.fail(exc)
-        finally:
-            driver.close()
-        return driver.result
-
-    async def _perform(self, effect: Effect, wake: asyncio.Event | None) -> Any:
-        if isinstance(effect, Call):
-            return await self._call(effect)
+    async def _perform_other(self, effect: Effect) -> Any:
         if isinstance(effect, Refresh):
             return await self._drive(self._refresh_effects(effect), None)
         if isinstance(effect, AuthCall):
             return await self._auth(effect)
-        if wake is None:
-            await asyncio.sleep(effect.seconds)
-            return None
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(effect.seconds):
-                await wake.wait()
-        wake.clear()
-        return None
-
-    async def _call(self, call: Call) -> Any:
-        return await send_call(self._supabase, call)
+        return await super()._perform_other(effect)
 
     async def _auth(self, call: AuthCall) -> Any:
         try:
@@ -441,41 +310,8 @@ class AsyncPresenceClient(ClientBase[AsyncClient]):
         except Exception as exc:
             raise translate(exc) from exc
 
-    def _wake(self) -> None:
-        run, loop = self._run, self._loop
-        if run is None or loop is None or loop.is_closed():
-            return
-        try:
-            in_loop = asyncio.get_running_loop() is loop
-        except RuntimeError:
-            in_loop = False
-        if in_loop:
-            run.wake.set()
-        else:
-            loop.call_soon_threadsafe(run.wake.set)
-
-    def _stop_then(self, pass_on: Callable[[], None]) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            pass_on()
-            return
-
-        async def stop_and_pass_on() -> None:
-            try:
-                await self.stop()
-            finally:
-                pass_on()
-
-        def schedule() -> None:
-            task = loop.create_task(stop_and_pass_on())
-            self._signal_tasks.add(task)
-            task.add_done_callback(self._signal_tasks.discard)
-
-        loop.call_soon_threadsafe(schedule)
-
     def _reset_after_fork(self) -> None:
+        super()._reset_after_fork()
         self._lock_guard = threading.Lock()
         self._lock = None
         self._lock_loop = None
-        self._run = None
-        self._stopping = None

@@ -1,19 +1,16 @@
 """PresenceClient: heartbeats from a background daemon thread, over a supabase ``Client``.
 
-A thin shell: the logic is :class:`presence_sdk._core.Heartbeat`; this module only
-performs its effects (blocking sends under a total deadline, waits on a
-``threading.Event``) on a thread.
+A thin shell: the logic is :class:`presence_sdk._heartbeat.Heartbeat`; the thread,
+its start and stop and the effects both sync shells perform are
+:class:`presence_sdk._sync._lifecycle.ThreadShell`; this module adds the session
+refresh and the presence queries.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
-from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import httpx
@@ -24,28 +21,22 @@ from presence_sdk import _privacy as privacy
 from presence_sdk import _queries as queries
 from presence_sdk._config import PresenceConfig
 from presence_sdk._core import (
-    LOGGER,
     AuthCall,
-    Call,
-    Driver,
     Effect,
-    Effects,
     ErrorCallback,
     Refresh,
-    RunControl,
     StateCallback,
-    detached_context,
     holding_callbacks,
     query_effects,
 )
 from presence_sdk._errors import translate
 from presence_sdk._events import EventPage, OnlineDay, SessionRecord
-from presence_sdk._exceptions import PresenceError
+from presence_sdk._heartbeat import Heartbeat
 from presence_sdk._http import OwnedClient
 from presence_sdk._models import OnlinePage, Presence, StatusCounts
-from presence_sdk._shell import ClientBase, ExitHooks, client_options
+from presence_sdk._shell import ClientBase, client_options
 from presence_sdk._sync._deadline import run_with_deadline
-from presence_sdk._sync._send import send_call
+from presence_sdk._sync._lifecycle import ThreadShell
 from presence_sdk._sync.watcher import PresenceWatcher
 from presence_sdk._watch import DEFAULT_POLL_INTERVAL
 
@@ -54,14 +45,7 @@ __all__ = ["PresenceClient"]
 T = TypeVar("T")
 
 
-@dataclass(slots=True)
-class _Run:
-    control: RunControl
-    wake: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
-
-
-class PresenceClient(ClientBase[Client]):
+class PresenceClient(ThreadShell[Heartbeat], ClientBase[Client]):
     """Keeps a signed-in user's presence alive from a background thread.
 
     Build it from the app's supabase ``Client`` (the user already signed in), start it,
@@ -114,14 +98,12 @@ class PresenceClient(ClientBase[Client]):
     warning.
     """
 
-    def _init_shell(self) -> None:
-        self._lock = threading.RLock()
-        self._run: _Run | None = None
-        self._stopping: _Run | None = None  # the run a stop() is waiting for
-        self._hooks = ExitHooks(
-            self.stop if self.config.stop_at_exit else None,
-            self._stop_then if self.config.handle_sigterm else None,
-        )
+    _thread_name = "presence-heartbeat"
+    _thread_failed = "presence: heartbeat thread failed"
+    _stop_gave_up = (
+        "presence: stop() gave up waiting after %.1fs for a request in flight; "
+        "the heartbeat thread ends on its own within the request timeout"
+    )
 
     @classmethod
     def from_url(
@@ -174,20 +156,7 @@ class PresenceClient(ClientBase[Client]):
         Raises ConfigurationError in a forked child if the supabase client is the
         app's (see the class docstring).
         """
-        with holding_callbacks(), self._lock:
-            self._check_usable()
-            if self._running():
-                return self
-            run = _Run(self._engine.begin_run())
-            run.thread = threading.Thread(
-                target=detached_context().run,
-                args=(self._main, run),
-                name="presence-heartbeat",
-                daemon=True,
-            )
-            self._run = run
-            run.thread.start()
-            self._hooks.install()
+        self._start()
         return self
 
     def stop(self) -> None:
@@ -197,39 +166,7 @@ class PresenceClient(ClientBase[Client]):
         after the bound anyway; the thread then ends on its own, within
         ``request_timeout``, and a later :meth:`start` cannot be undone by it.
         """
-        with holding_callbacks(), self._lock:
-            run, self._run = self._run, None
-            first = run is not None
-            if run is not None:
-                self._hooks.uninstall()
-                self._engine.request_stop(run.control)
-                run.wake.set()
-                self._stopping = run
-            else:  # another stop() is under way (a signal handler, a thread): wait too
-                run = self._stopping
-            if run is None or run.thread is None:
-                return
-        # The wait is outside the lock: the thread's last callbacks may call any method.
-        if run.thread is threading.current_thread():
-            return  # stop() from a callback on the heartbeat thread
-        run.thread.join(self._engine.stop_time_left(run.control))
-        if not run.thread.is_alive():
-            with self._lock:
-                if self._stopping is run:
-                    self._stopping = None
-        elif first:
-            LOGGER.warning(
-                "presence: stop() gave up waiting after %.1fs for a request in flight; "
-                "the heartbeat thread ends on its own within the request timeout",
-                self.config.stop_timeout,
-            )
-
-    def close(self) -> None:
-        """Stop, and release the connections of the httpx client :meth:`from_url`
-        created (a later use opens new ones)."""
-        self.stop()
-        if self._owns_http:
-            self._supabase.postgrest.session.close()
+        self._stop()
 
     def beat(self) -> datetime | None:
         """Send one heartbeat now, in this thread; return the server's time of it.
@@ -245,17 +182,6 @@ class PresenceClient(ClientBase[Client]):
                 msg = "the heartbeat thread is running; use set_status() for a beat now"
                 raise RuntimeError(msg)
             return self._drive(self._engine.beat_once(), None)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- presence queries ---------------------------------------------------------
 
@@ -356,51 +282,16 @@ class PresenceClient(ClientBase[Client]):
 
     # -- effects ------------------------------------------------------------------
 
-    def _running(self) -> bool:
-        run = self._run
-        return run is not None and run.thread is not None and run.thread.is_alive()
-
     def _query(self, query: queries.Query[T]) -> T:
         self._check_usable()
         return self._drive(query_effects(query, self.config.request_timeout), None)
 
-    def _main(self, run: _Run) -> None:
-        try:
-            self._drive(self._engine.run(run.control), run.wake)
-        except BaseException:  # a bug; never let it reach the app's excepthook
-            LOGGER.exception("presence: heartbeat thread failed")
-        finally:
-            if self._engine.end_run(run.control):
-                self._wake()  # superseded: the current run beats again now
-
-    def _drive(self, effects: Effects[T], wake: threading.Event | None) -> T:
-        driver = Driver(effects)
-        try:
-            for effect in driver:
-                try:
-                    driver.reply(self._perform(effect, wake))
-                except PresenceError as exc:
-                    driver.fail(exc)
-        finally:
-            driver.close()
-        return driver.result
-
-    def _perform(self, effect: Effect, wake: threading.Event | None) -> Any:
-        if isinstance(effect, Call):
-            return self._call(effect)
+    def _perform_other(self, effect: Effect) -> Any:
         if isinstance(effect, Refresh):
             return self._drive(self._refresh_effects(effect), None)
         if isinstance(effect, AuthCall):
             return self._auth(effect)
-        if wake is None:
-            time.sleep(effect.seconds)
-        else:
-            wake.wait(effect.seconds)
-            wake.clear()
-        return None
-
-    def _call(self, call: Call) -> Any:
-        return send_call(self._supabase, call)
+        return super()._perform_other(effect)
 
     def _auth(self, call: AuthCall) -> Any:
         try:
@@ -408,17 +299,3 @@ class PresenceClient(ClientBase[Client]):
             return run_with_deadline(lambda job: method(*call.args), self.config.request_timeout)
         except Exception as exc:
             raise translate(exc) from exc
-
-    def _wake(self) -> None:
-        run = self._run
-        if run is not None:
-            run.wake.set()
-
-    def _stop_then(self, pass_on: Callable[[], None]) -> None:
-        self.stop()
-        pass_on()
-
-    def _reset_after_fork(self) -> None:
-        self._lock = threading.RLock()
-        self._run = None
-        self._stopping = None

@@ -1,17 +1,14 @@
 """PresenceTracker: a server's sessions kept alive from a background daemon thread.
 
-A thin shell: the logic is :class:`presence_sdk._tracker_core.Tracker`; this module
-performs its effects (blocking sends under a total deadline, waits on a
-``threading.Event``) on a thread, like :class:`~presence_sdk.PresenceClient`.
+A thin shell: the logic is :class:`presence_sdk._tracker_core.Tracker`; its thread
+and effects are :class:`presence_sdk._sync._lifecycle.ThreadShell`, as for
+:class:`~presence_sdk.PresenceClient`.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from collections.abc import Iterable
+from typing import Self, TypeVar
 
 import httpx
 from supabase import Client, ClientOptions
@@ -19,24 +16,13 @@ from supabase import Client, ClientOptions
 from presence_sdk import _privacy as privacy
 from presence_sdk._config import TrackerConfig
 from presence_sdk._core import (
-    LOGGER,
-    Call,
-    Driver,
-    Effect,
-    Effects,
     ErrorCallback,
-    RunControl,
-    Sleep,
     StateCallback,
-    detached_context,
-    holding_callbacks,
 )
-from presence_sdk._exceptions import PresenceError
 from presence_sdk._http import OwnedClient
 from presence_sdk._queries import Query, UserId
-from presence_sdk._shell import ExitHooks
-from presence_sdk._sync._send import send_call
-from presence_sdk._tracker_core import request_effects
+from presence_sdk._sync._lifecycle import ThreadShell
+from presence_sdk._tracker_core import Tracker, request_effects
 from presence_sdk._tracker_shell import TrackerBase
 
 __all__ = ["PresenceTracker"]
@@ -44,14 +30,7 @@ __all__ = ["PresenceTracker"]
 T = TypeVar("T")
 
 
-@dataclass(slots=True)
-class _Run:
-    control: RunControl
-    wake: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
-
-
-class PresenceTracker(TrackerBase[Client]):
+class PresenceTracker(ThreadShell[Tracker], TrackerBase[Client]):
     """Keeps many users' sessions alive from one server process, in one thread.
 
     For servers that hold the connections of many users (websockets, chat, games,
@@ -90,14 +69,12 @@ class PresenceTracker(TrackerBase[Client]):
         on_state_change: Called with ``(old, new)`` :class:`~presence_sdk.PresenceState`.
     """
 
-    def _init_shell(self) -> None:
-        self._lock = threading.RLock()
-        self._run: _Run | None = None
-        self._stopping: _Run | None = None
-        self._hooks = ExitHooks(
-            self.stop if self.config.stop_at_exit else None,
-            self._stop_then if self.config.handle_sigterm else None,
-        )
+    _thread_name = "presence-tracker"
+    _thread_failed = "presence: tracker thread failed"
+    _stop_gave_up = (
+        "presence: tracker stop() gave up waiting after %.1fs for a request in "
+        "flight; the thread ends on its own within the request timeout"
+    )
 
     @classmethod
     def from_url(
@@ -137,20 +114,7 @@ class PresenceTracker(TrackerBase[Client]):
 
         Raises ConfigurationError in a forked child if the supabase client is the app's.
         """
-        with holding_callbacks(), self._lock:
-            self._check_usable()
-            if self._running():
-                return self
-            run = _Run(self._engine.begin_run())
-            run.thread = threading.Thread(
-                target=detached_context().run,
-                args=(self._main, run),
-                name="presence-tracker",
-                daemon=True,
-            )
-            self._run = run
-            run.thread.start()
-            self._hooks.install()
+        self._start()
         return self
 
     def stop(self) -> None:
@@ -159,31 +123,7 @@ class PresenceTracker(TrackerBase[Client]):
 
         The sessions stay registered: a later :meth:`start` beats them again.
         """
-        with holding_callbacks(), self._lock:
-            run, self._run = self._run, None
-            first = run is not None
-            if run is not None:
-                self._hooks.uninstall()
-                self._engine.request_stop(run.control)
-                run.wake.set()
-                self._stopping = run
-            else:
-                run = self._stopping
-            if run is None or run.thread is None:
-                return
-        if run.thread is threading.current_thread():
-            return  # stop() from a callback on the tracker thread
-        run.thread.join(self._engine.stop_time_left(run.control))
-        if not run.thread.is_alive():
-            with self._lock:
-                if self._stopping is run:
-                    self._stopping = None
-        elif first:
-            LOGGER.warning(
-                "presence: tracker stop() gave up waiting after %.1fs for a request in "
-                "flight; the thread ends on its own within the request timeout",
-                self.config.stop_timeout,
-            )
+        self._stop()
 
     # -- privacy ---------------------------------------------------------------------
 
@@ -217,75 +157,8 @@ class PresenceTracker(TrackerBase[Client]):
         """
         return self._request(privacy.set_invisible_for(user_ids, invisible))
 
-    def close(self) -> None:
-        """Stop, and release the connections of the httpx client :meth:`from_url`
-        created (a later use opens new ones)."""
-        self.stop()
-        if self._owns_http:
-            self._supabase.postgrest.session.close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     # -- effects ------------------------------------------------------------------
-
-    def _running(self) -> bool:
-        run = self._run
-        return run is not None and run.thread is not None and run.thread.is_alive()
-
-    def _main(self, run: _Run) -> None:
-        try:
-            self._drive(self._engine.run(run.control), run.wake)
-        except BaseException:  # a bug; never let it reach the app's excepthook
-            LOGGER.exception("presence: tracker thread failed")
-        finally:
-            if self._engine.end_run(run.control):
-                self._wake()
 
     def _request(self, query: Query[T]) -> T:
         self._check_usable()
         return self._drive(request_effects(query, self.config.request_timeout), None)
-
-    def _drive(self, effects: Effects[T], wake: threading.Event | None) -> T:
-        driver = Driver(effects)
-        try:
-            for effect in driver:
-                try:
-                    driver.reply(self._perform(effect, wake))
-                except PresenceError as exc:
-                    driver.fail(exc)
-        finally:
-            driver.close()
-        return driver.result
-
-    def _perform(self, effect: Effect, wake: threading.Event | None) -> Any:
-        if isinstance(effect, Call):
-            return send_call(self._supabase, effect)
-        if not isinstance(effect, Sleep) or wake is None:  # the core yields nothing else
-            msg = f"unexpected effect {effect!r}"
-            raise TypeError(msg)
-        wake.wait(effect.seconds)
-        wake.clear()
-        return None
-
-    def _wake(self) -> None:
-        run = self._run
-        if run is not None:
-            run.wake.set()
-
-    def _stop_then(self, pass_on: Callable[[], None]) -> None:
-        self.stop()
-        pass_on()
-
-    def _reset_after_fork(self) -> None:
-        self._lock = threading.RLock()
-        self._run = None
-        self._stopping = None

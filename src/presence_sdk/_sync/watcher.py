@@ -20,7 +20,7 @@ from supabase import Client
 from presence_sdk._core import Call
 from presence_sdk._errors import translate
 from presence_sdk._events import EVENTS_CHANNEL, EventPage, PresenceEvent, events_since
-from presence_sdk._exceptions import ConfigurationError, PresenceError
+from presence_sdk._exceptions import PresenceError
 from presence_sdk._queries import Query
 from presence_sdk._watch import (
     DEFAULT_POLL_INTERVAL,
@@ -32,7 +32,7 @@ from presence_sdk._watch import (
     Unlisten,
     Wait,
     WatchEffect,
-    WatchOptions,
+    WatcherBase,
     watch_effects,
 )
 from presence_sdk._wire import build_request, parse_response
@@ -149,7 +149,7 @@ class _RpcSource:
         """The supabase client belongs to the app."""
 
 
-class PresenceWatcher:
+class PresenceWatcher(WatcherBase["_DsnSource | _RpcSource", QueryRunner]):
     """Presence events as a blocking iterator: ``for event in watcher:``.
 
     Give it a DSN (a direct PostgreSQL connection: LISTEN/NOTIFY, events within
@@ -180,11 +180,7 @@ class PresenceWatcher:
         request_timeout: Seconds for each HTTP request / connection attempt.
     """
 
-    _options: WatchOptions
-    _source: _DsnSource | _RpcSource
-    _last_id: int
     _iterator: Generator[PresenceEvent, None, None] | None
-    _closed: bool
 
     def __init__(
         self,
@@ -196,12 +192,7 @@ class PresenceWatcher:
         page_size: int = 100,
         request_timeout: float = 10.0,
     ) -> None:
-        if (supabase is None) == (dsn is None):
-            msg = "give exactly one of a supabase client or dsn="
-            raise ConfigurationError(msg)
-        if dsn is not None and (not isinstance(dsn, str) or not dsn.strip()):
-            msg = f"dsn must be a libpq connection string, not {dsn!r:.50}"
-            raise ConfigurationError(msg)
+        self._check_target(supabase, dsn)
         source = (
             _DsnSource(dsn, request_timeout)
             if dsn is not None
@@ -210,38 +201,8 @@ class PresenceWatcher:
         self._setup(source, after_id, poll_interval, page_size)
 
     @classmethod
-    def _over(
-        cls,
-        runner: QueryRunner,
-        *,
-        after_id: int = 0,
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
-        page_size: int = 100,
-    ) -> Self:
-        """A polling watcher that reads through ``runner`` (the clients' own reads,
-        which refresh an expired session): what ``watch()`` of the clients returns."""
-        watcher = cls.__new__(cls)
-        watcher._setup(_RpcSource(runner), after_id, poll_interval, page_size)
-        return watcher
-
-    def _setup(
-        self, source: _DsnSource | _RpcSource, after_id: int, poll_interval: float, page_size: int
-    ) -> None:
-        self._options = WatchOptions(
-            after_id=after_id,
-            poll_interval=poll_interval,
-            page_size=page_size,
-            listen=source.listens,
-        )
-        self._source = source
-        self._last_id = after_id
-        self._iterator = None
-        self._closed = False
-
-    @property
-    def last_id(self) -> int:
-        """The id of the last event yielded (or ``after_id``): pass it back to resume."""
-        return self._last_id
+    def _polling(cls, runner: QueryRunner) -> _DsnSource | _RpcSource:
+        return _RpcSource(runner)
 
     def __iter__(self) -> Iterator[PresenceEvent]:
         if self._iterator is None:
