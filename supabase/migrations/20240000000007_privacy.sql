@@ -6,7 +6,9 @@
 -- Adds:
 --   * public.presence_privacy: one row per user who changed a setting (no row: the
 --     defaults, visible to everyone, not invisible). RLS: a signed-in user reads their
---     own row; nobody writes it but the RPCs below.
+--     own row; nobody writes it but the RPCs below. Partial index
+--     presence_privacy_restricted_idx: the rows that restrict something (the reads ask
+--     once per query whether there is any; while there is none they skip the rule).
 --   * public.presence_can_see(viewer uuid, target uuid) -> boolean: THE APP'S HOOK that
 --     says who counts as a contact of whom. Installed (returning true) only when it
 --     does not exist, so re-running this file never replaces the app's own. Called
@@ -23,8 +25,9 @@
 --     presence_private.privacy_settings (owner-rights views the invoker reads go
 --     through), presence_private.user_presence_all_rows (the reads without the RLS
 --     probe, for callers whose policies list every user:
---     presence_private.lists_every_user()), presence_private.set_invisible(user_ids,
---     on) (the one writer of invisible mode).
+--     presence_private.lists_every_user()), presence_private.live_session_status (the
+--     live status of each user's sessions, for presence_counts),
+--     presence_private.set_invisible(user_ids, on) (the one writer of invisible mode).
 --   * RPCs for signed-in users: presence_set_invisible(invisible, user_id),
 --     presence_set_visibility(presence, last_seen, user_id), presence_my_privacy();
 --     for service_role only: presence_set_invisible_for(user_ids uuid[], invisible).
@@ -43,9 +46,9 @@
 --   public.presence_list_online (bulk reads skip the per-row RLS probe when the
 --   caller's policies list every user, and keep one plan per session),
 --   public.presence_is_online (plpgsql: a plan per session), public.presence_counts()
---   (visibility applied; cost in proportion to the present users: offline is exact up
---   to 10,000 users, else estimated from table statistics, and says so in
---   "offline_estimated"), presence_private.can_see_events(viewer, target) (the event
+--   (visibility applied to the users whose settings can hide them; cost in proportion
+--   to the present users: offline is exact up to 10,000 users, else estimated from
+--   table statistics, and says so in "offline_estimated"), presence_private.can_see_events(viewer, target) (the event
 --   log's seam, created when absent: a viewer sees target's events only when they may
 --   see both target's presence and last seen). Previous definitions are saved in
 --   presence_private.privacy_replaced_definitions; the rollback restores them.
