@@ -161,6 +161,21 @@ def add_settings(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SELECT presence_private.set_invisible(%s, true)", (ids[0],))
 
 
+KEEP_ALIVE = (
+    "UPDATE public.presence_sessions SET last_beat = now()",
+    "UPDATE public.users SET last_heartbeat = now() WHERE status <> 'offline'",
+)
+
+
+def keep_alive(cluster: PostgresCluster, dbnames: Sequence[str]) -> None:
+    """The online users beat again, as live clients do (a session times out after 45 s,
+    and the reads run for minutes): every measurement sees the 1,000 users online."""
+    for dbname in dbnames:
+        with base.connect(cluster, dbname) as conn:
+            for statement in KEEP_ALIVE:
+                conn.execute(statement)
+
+
 def pgbench_reads(
     bench: base.Pgbench,
     cpu: base.CpuMeter,
@@ -183,6 +198,7 @@ def pgbench_reads(
             cpu_us: dict[str, list[float]] = {}
             tps: dict[str, list[float]] = {}
             for _ in range(cfg.rounds):
+                keep_alive(cluster, list(pairs.values()))
                 for side, dbname in pairs.items():
                     before = cpu.server_seconds()
                     result = bench.run(
@@ -219,18 +235,22 @@ def as_viewer(conn: psycopg.Connection[Any], viewer: str) -> None:
     conn.execute("SELECT set_config('request.jwt.claims', %s, true)", (claims,))
 
 
-def counts_direct(
-    cluster: PostgresCluster, pairs: dict[str, str], cfg: Config, n: int
-) -> dict[str, Any]:
-    """presence_counts() timed by the client (alternating), buffers, and a brute force."""
-    step = max(1, n // cfg.online)
-    viewer = f"{base.UUID_PREFIX}{base.UUID_BASE + step}"
-    conns = {side: base.connect(cluster, db) for side, db in pairs.items()}
-    samples: dict[str, list[float]] = {side: [] for side in pairs}
+# presence_counts() timed by the client, on and off alternating in two schedules: call
+# by call, and in blocks of BLOCK calls. Call by call, every `on` call follows an `off`
+# call that counted the whole table (38 ms at 1M users), which leaves the CPU caches
+# cold for it; in blocks, a call follows calls like it, as in a server that answers
+# the same request over and over. Both are reported.
+BLOCK = 20
+
+
+def timed_counts(
+    conns: dict[str, psycopg.Connection[Any]], viewer: str, runs: int, block: int
+) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    samples: dict[str, list[float]] = {side: [] for side in conns}
     answers: dict[str, Any] = {}
-    try:
-        for run in range(cfg.counts_runs + 5):
-            for side, conn in conns.items():
+    for start in range(0, runs + 5, block):
+        for side, conn in conns.items():
+            for run in range(start, min(start + block, runs + 5)):
                 with conn.transaction():
                     as_viewer(conn, viewer)
                     t0 = time.perf_counter()
@@ -240,6 +260,21 @@ def counts_direct(
                 answers[side] = row[0]
                 if run >= 5:
                     samples[side].append(elapsed)
+    return samples, answers
+
+
+def counts_direct(
+    cluster: PostgresCluster, pairs: dict[str, str], cfg: Config, n: int
+) -> dict[str, Any]:
+    """presence_counts() timed by the client (alternating), buffers, and a brute force."""
+    step = max(1, n // cfg.online)
+    viewer = f"{base.UUID_PREFIX}{base.UUID_BASE + step}"
+    conns = {side: base.connect(cluster, db) for side, db in pairs.items()}
+    try:
+        keep_alive(cluster, list(pairs.values()))
+        per_call, _ = timed_counts(conns, viewer, cfg.counts_runs, 1)
+        keep_alive(cluster, list(pairs.values()))
+        samples, answers = timed_counts(conns, viewer, cfg.counts_runs, BLOCK)
         conn = conns["on"]
         with conn.transaction():
             as_viewer(conn, viewer)
@@ -258,21 +293,25 @@ def counts_direct(
     got = answers["on"]
     exact = all(got[s] == brute.get(s, 0) for s in ("online", "away", "busy"))
     offline_error = got["offline"] - brute.get("offline", 0)
-    out = {
+    out: dict[str, Any] = {
         side: {
             "median_ms": statistics.median(v),
             "p95_ms": sorted(v)[int(len(v) * 0.95)],
+            "median_ms_call_by_call": statistics.median(per_call[side]),
             "answer": answers[side],
         }
         for side, v in samples.items()
     }
+    out["block"] = BLOCK
     out["brute_force"] = brute
     out["present_exact"] = exact
     out["offline_error"] = offline_error
     out["buffers"] = base._buffers(plan[0][0]["Plan"])
     print(
         f"    counts (client) on {out['on']['median_ms']:.3f} ms  off "
-        f"{out['off']['median_ms']:.3f} ms  exact={exact}  offline error {offline_error}",
+        f"{out['off']['median_ms']:.3f} ms (blocks of {BLOCK}), on "
+        f"{out['on']['median_ms_call_by_call']:.3f} ms call by call  exact={exact}  "
+        f"offline error {offline_error}",
         flush=True,
     )
     return out
@@ -370,16 +409,33 @@ def targets(res: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
             cpu_ms <= 2.0,
         )
     )
-    ms = big["counts"]["on"]["median_ms"]
+    on = big["counts"]["on"]
+    ms = on["median_ms"]
     rows.append(
         (
             "presence_counts() at 1M users, 1,000 online <= 2 ms",
             f"{ms:.2f} ms",
-            "client-timed median",
+            f"client-timed median, on/off alternating in blocks of {big['counts'].get('block', 1)}",
             ms <= 2.0,
         )
     )
+    if "median_ms_call_by_call" in on:
+        ms = on["median_ms_call_by_call"]
+        rows.append(
+            (
+                "presence_counts() at 1M users, 1,000 online <= 2 ms",
+                f"{ms:.2f} ms",
+                "client-timed median, on/off alternating call by call (each after a "
+                "whole-table count of off)",
+                ms <= 2.0,
+            )
+        )
     return rows
+
+
+def present(counts: dict[str, Any]) -> int:
+    """Users counted online, away or busy."""
+    return sum(int(counts[s]) for s in ("online", "away", "busy"))
 
 
 def render(res: dict[str, Any]) -> str:
@@ -414,14 +470,15 @@ def render(res: dict[str, Any]) -> str:
             )
     lines += [
         "",
-        "| users | `presence_counts()` on (median / p95) | off (median) | buffers (on) | "
-        "online/away/busy = brute force | offline estimate error |",
-        "|---|---|---|---|---|---|",
+        "| users | present | `presence_counts()` on (median / p95) | off (median) | "
+        "buffers (on) | online/away/busy = brute force | offline estimate error |",
+        "|---|---|---|---|---|---|---|",
     ]
     for n in sizes:
         c = res["sizes"][str(n)]["counts"]
         lines.append(
-            f"| {n:,} | {c['on']['median_ms']:.2f} / {c['on']['p95_ms']:.2f} ms | "
+            f"| {n:,} | {present(c['on']['answer']):,} | "
+            f"{c['on']['median_ms']:.2f} / {c['on']['p95_ms']:.2f} ms | "
             f"{c['off']['median_ms']:.2f} ms | {c['buffers']:.0f} | "
             f"{'yes' if c['present_exact'] else 'NO'} | {c['offline_error']:+d} |"
         )
@@ -441,6 +498,7 @@ def render(res: dict[str, Any]) -> str:
         c = mixed["counts"]
         lines.append(
             f"| `presence_counts()` (client median) | {c['on']['median_ms']:.2f} ms, "
+            f"{present(c['on']['answer']):,} present, "
             f"exact: {'yes' if c['present_exact'] else 'NO'} |"
         )
     return "\n".join(lines) + "\n"

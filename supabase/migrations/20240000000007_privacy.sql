@@ -6,7 +6,9 @@
 -- Adds:
 --   * public.presence_privacy: one row per user who changed a setting (no row: the
 --     defaults, visible to everyone, not invisible). RLS: a signed-in user reads their
---     own row; nobody writes it but the RPCs below.
+--     own row; nobody writes it but the RPCs below. Partial index
+--     presence_privacy_restricted_idx: the rows that restrict something (the reads ask
+--     once per query whether there is any; while there is none they skip the rule).
 --   * public.presence_can_see(viewer uuid, target uuid) -> boolean: THE APP'S HOOK that
 --     says who counts as a contact of whom. Installed (returning true) only when it
 --     does not exist, so re-running this file never replaces the app's own. Called
@@ -25,8 +27,9 @@
 --     presence_private.privacy_settings (owner-rights views the invoker reads go
 --     through), presence_private.user_presence_all_rows (the reads without the RLS
 --     probe, for callers whose policies list every user:
---     presence_private.lists_every_user()), presence_private.set_invisible(user_ids,
---     on) (the one writer of invisible mode), presence_private.log_mask_edges(user_ids,
+--     presence_private.lists_every_user()), presence_private.live_session_status (the
+--     live status of each user's sessions, for presence_counts),
+--     presence_private.set_invisible(user_ids, on) (the one writer of invisible mode), presence_private.log_mask_edges(user_ids,
 --     going_invisible) (the edges others see when invisible mode flips for a user who
 --     is online: offline, reason leave, going invisible; online, reason join, coming
 --     back; logged as mask events with the audience of the visible side).
@@ -49,9 +52,9 @@
 --   public.presence_list_online (bulk reads skip the per-row RLS probe when the
 --   caller's policies list every user, and keep one plan per session),
 --   public.presence_is_online (plpgsql: a plan per session), public.presence_counts()
---   (visibility applied; cost in proportion to the present users: offline is exact up
---   to 10,000 users, else estimated from table statistics, and says so in
---   "offline_estimated"), presence_private.can_see_events(viewer, target) (the event
+--   (visibility applied to the users whose settings can hide them; cost in proportion
+--   to the present users: offline is exact up to 10,000 users, else estimated from
+--   table statistics, and says so in "offline_estimated"), presence_private.can_see_events(viewer, target) (the event
 --   log's seam, created when absent: a viewer sees target's events only when they may
 --   see both target's presence and last seen, never while target is invisible),
 --   presence_private.can_see_event(viewer, target, audience) (the rule per event: the
@@ -198,6 +201,13 @@ COMMENT ON COLUMN public.presence_privacy.presence_visibility IS
     'Who may see the user''s presence (online, status, online since): everyone, contacts (public.presence_can_see) or nobody.';
 COMMENT ON COLUMN public.presence_privacy.last_seen_visibility IS
     'Who may see the user''s last seen: everyone, contacts or nobody; never more than presence_visibility allows.';
+
+-- The users whose settings can hide something from someone. The reads ask once per
+-- query whether there is any (while there is none, nobody's presence is hidden and
+-- the per-user rule is skipped), and presence_counts() looks up only these.
+CREATE INDEX IF NOT EXISTS presence_privacy_restricted_idx
+    ON public.presence_privacy (user_id)
+    WHERE invisible OR presence_visibility <> 'everyone' OR last_seen_visibility <> 'everyone';
 
 ALTER TABLE public.presence_privacy ENABLE ROW LEVEL SECURITY;
 
@@ -647,19 +657,42 @@ TO authenticated, service_role;
 -- the RLS of public.users: for callers whose policies list every user (the reads
 -- check presence_private.lists_every_user() first). Reads the stored columns with
 -- owner rights; presence_private is never exposed through the API.
+--
+-- The rule is asked per user only while some user restricts what others see
+-- (me.restricting: a settings row that is invisible or not 'everyone', found through
+-- presence_privacy_restricted_idx once per query). Until then visible_to would answer
+-- "everything" for every user, and asking it costs a probe of presence_privacy per
+-- user: a scan of an empty table is a system call per row, about 40 % of a 1,000-id
+-- lookup (docs/performance.md).
 CREATE OR REPLACE VIEW presence_private.user_presence_all_rows
 WITH (security_invoker = true)
 AS
 SELECT
     u.id AS user_id,
     u.status AS stored_status,
-    v.presence AND d.online AS online,
-    CASE WHEN v.presence AND d.online THEN d.status ELSE 'offline' END AS status,
-    CASE WHEN v.last_seen THEN d.last_seen ELSE v.shown_last_seen END AS last_seen,
-    CASE WHEN v.presence AND d.online THEN d.online_since END AS online_since
--- The caller, once per query (OFFSET 0: not re-evaluated per row); caller_id() resolves
--- auth.uid() at call time, so this view installs before the auth schema exists.
-FROM (SELECT presence_private.caller_id() AS viewer OFFSET 0) AS me
+    (NOT me.restricting OR coalesce(v.presence, false)) AND d.online AS online,
+    CASE WHEN (NOT me.restricting OR coalesce(v.presence, false)) AND d.online
+         THEN d.status ELSE 'offline' END AS status,
+    CASE WHEN NOT me.restricting OR coalesce(v.last_seen, false) THEN d.last_seen
+         ELSE v.shown_last_seen END AS last_seen,
+    CASE WHEN (NOT me.restricting OR coalesce(v.presence, false)) AND d.online
+         THEN d.online_since END AS online_since
+-- The flag and the caller, once per query (OFFSET 0: not re-evaluated per row). The
+-- caller only when the rule runs: caller_id() parses the JWT claims, a third of what
+-- a one-user read adds to the read without privacy (measured: 13 us). caller_id()
+-- resolves auth.uid() at call time, so this view installs before the auth schema
+-- exists.
+FROM (
+    SELECT f.restricting,
+           CASE WHEN f.restricting THEN presence_private.caller_id() END AS viewer
+    FROM (
+        SELECT EXISTS (SELECT FROM presence_private.privacy_settings AS s
+                       WHERE s.invisible OR s.presence_visibility <> 'everyone'
+                          OR s.last_seen_visibility <> 'everyone') AS restricting
+        OFFSET 0
+    ) AS f
+    OFFSET 0
+) AS me
 CROSS JOIN presence_private.stored_presence AS u
 LEFT JOIN LATERAL (
     -- OFFSET 0 keeps this a per-user lookup (presence_sessions_user_id_idx).
@@ -681,7 +714,14 @@ CROSS JOIN LATERAL (
             AS online_since,
         greatest(u.last_heartbeat, a.last_beat) AS last_seen
 ) AS d
-CROSS JOIN LATERAL presence_private.visible_to(me.viewer, u.id) AS v;
+LEFT JOIN LATERAL (
+    -- OFFSET 0: not pulled up, so the flag gates the whole lookup (a one-time filter)
+    -- instead of filtering its result; a NULL answer hides (coalesce above).
+    SELECT r.presence, r.last_seen, r.shown_last_seen
+    FROM presence_private.visible_to(me.viewer, u.id) AS r
+    WHERE me.restricting
+    OFFSET 0
+) AS v ON true;
 
 COMMENT ON VIEW presence_private.user_presence_all_rows IS
     'Presence of every user as the caller may see it (visible_to), NOT filtered by the RLS of public.users: only for callers for whom lists_every_user() is true.';
@@ -704,12 +744,36 @@ WHERE EXISTS (SELECT FROM public.users AS r WHERE r.id = p.user_id);
 COMMENT ON VIEW presence_private.user_presence_now IS
     'Presence of each user the caller may list (RLS of public.users), exact at read time, as the caller may see it (presence_private.visible_to), plus the stored status.';
 
+-- Per user with sessions: the status of their live sessions (online > busy > away, the
+-- rule of presence_private.session_presence), NULL when none is live. One aggregate
+-- where session_presence computes six: presence_counts() needs only this. Owner rights,
+-- like session_presence (presence_sessions shows a user only their own rows).
+CREATE OR REPLACE VIEW presence_private.live_session_status
+AS
+SELECT
+    s.user_id,
+    CASE max(CASE WHEN s.last_beat > now() - make_interval(secs => c.timeout_seconds)
+                  THEN CASE s.status WHEN 'online' THEN 3 WHEN 'busy' THEN 2 ELSE 1 END
+             END)
+        WHEN 3 THEN 'online' WHEN 2 THEN 'busy' WHEN 1 THEN 'away'
+    END AS status
+FROM public.presence_sessions AS s
+CROSS JOIN public.presence_config AS c
+GROUP BY s.user_id;
+
+COMMENT ON VIEW presence_private.live_session_status IS
+    'Per user with sessions: the aggregate status of their live sessions (online > busy > away), NULL when none is live.';
+
+REVOKE ALL ON TABLE presence_private.live_session_status
+FROM PUBLIC, anon, authenticated, service_role;
+GRANT SELECT ON TABLE presence_private.live_session_status TO authenticated, service_role;
+
 -- Counts in time proportional to the users who are not offline: online, away and busy
 -- are exact (visibility applied: a user hidden from the caller counts as offline).
 -- The offline count needs the number of users: exact (RLS applied) while the table is
 -- small, else estimated from the planner's statistics (not RLS-filtered), and
--- "offline_estimated" says which. plpgsql, so that its plan is cached for the session
--- (an SQL function with SET is planned again on every call).
+-- "offline_estimated" says which. plpgsql, so that its plans are cached for the
+-- session (an SQL function with SET is planned again on every call).
 CREATE OR REPLACE FUNCTION public.presence_counts()
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -720,6 +784,7 @@ DECLARE
     viewer uuid := presence_private.caller_id();
     live_after timestamptz := presence_private.live_after();
     every_user boolean := presence_private.lists_every_user();
+    hiding boolean;
     n_online bigint;
     n_away bigint;
     n_busy bigint;
@@ -728,26 +793,56 @@ DECLARE
     users bigint;
     estimated boolean;
 BEGIN
+    -- Only users who are invisible or show presence to less than everyone can be hidden
+    -- (presence_private.visible_to), and never from roles that see the truth.
+    hiding := EXISTS (SELECT FROM presence_private.privacy_settings AS s
+                      WHERE s.invisible OR s.presence_visibility <> 'everyone')
+              AND NOT presence_private.viewer_sees_all();
+
     -- The aggregation rule of presence_private.user_presence_now, as one hash join of
     -- the users whose stored status is not offline (partial index
-    -- users_presence_active_idx) with the aggregate of all live sessions; then, per
-    -- user, the RLS of public.users (as the caller) and presence_private.visible_to.
-    SELECT count(*) FILTER (WHERE l.status = 'online'),
-           count(*) FILTER (WHERE l.status = 'away'),
-           count(*) FILTER (WHERE l.status = 'busy'),
-           count(*)
-    INTO n_online, n_away, n_busy, n_present
-    FROM (
-        SELECT u.id, CASE WHEN sp.user_id IS NULL THEN u.status ELSE sp.status END AS status
-        FROM presence_private.stored_presence AS u
-        LEFT JOIN presence_private.session_presence AS sp ON sp.user_id = u.id
-        WHERE u.status <> 'offline'
-          AND CASE WHEN sp.user_id IS NULL THEN u.last_heartbeat > live_after
-                   ELSE sp.live_sessions > 0 END
-    ) AS l
-    CROSS JOIN LATERAL presence_private.visible_to(viewer, l.id) AS v
-    WHERE v.presence
-      AND (every_user OR EXISTS (SELECT FROM public.users AS r WHERE r.id = l.id));
+    -- users_presence_active_idx) with the live status of every user with sessions.
+    IF every_user AND NOT hiding THEN
+        -- Nothing to check per user: the caller lists every user and nobody is hidden.
+        SELECT count(*) FILTER (WHERE l.status = 'online'),
+               count(*) FILTER (WHERE l.status = 'away'),
+               count(*) FILTER (WHERE l.status = 'busy'),
+               count(*)
+        INTO n_online, n_away, n_busy, n_present
+        FROM (
+            SELECT CASE WHEN a.user_id IS NULL THEN u.status ELSE a.status END AS status
+            FROM presence_private.stored_presence AS u
+            LEFT JOIN presence_private.live_session_status AS a ON a.user_id = u.id
+            WHERE u.status <> 'offline'
+              AND CASE WHEN a.user_id IS NULL THEN u.last_heartbeat > live_after
+                       ELSE a.status IS NOT NULL END
+        ) AS l;
+    ELSE
+        -- Per user: the RLS of public.users as the caller (unless it lists every user),
+        -- and presence_private.visible_to for the users whose settings can hide them.
+        SELECT count(*) FILTER (WHERE l.status = 'online'),
+               count(*) FILTER (WHERE l.status = 'away'),
+               count(*) FILTER (WHERE l.status = 'busy'),
+               count(*)
+        INTO n_online, n_away, n_busy, n_present
+        FROM (
+            SELECT u.id, CASE WHEN a.user_id IS NULL THEN u.status ELSE a.status END AS status
+            FROM presence_private.stored_presence AS u
+            LEFT JOIN presence_private.live_session_status AS a ON a.user_id = u.id
+            WHERE u.status <> 'offline'
+              AND CASE WHEN a.user_id IS NULL THEN u.last_heartbeat > live_after
+                       ELSE a.status IS NOT NULL END
+        ) AS l
+        WHERE (every_user OR EXISTS (SELECT FROM public.users AS r WHERE r.id = l.id))
+          AND (NOT hiding OR NOT EXISTS (
+                  SELECT FROM presence_private.privacy_settings AS s
+                  WHERE s.user_id = l.id
+                    AND (s.invisible OR s.presence_visibility <> 'everyone')
+                    -- A NULL answer hides (fail closed).
+                    AND NOT coalesce((SELECT v.presence
+                                      FROM presence_private.visible_to(viewer, l.id) AS v),
+                                     false)));
+    END IF;
 
     -- The planner's estimate of the table's rows: rows per page at the last
     -- VACUUM/ANALYZE times the pages it has now (-1: never analyzed).

@@ -43,6 +43,7 @@ RELATION_GRANTS = {
     "presence_private.stored_presence": (False, True, True),
     "presence_private.privacy_settings": (False, True, True),
     "presence_private.user_presence_all_rows": (False, True, True),
+    "presence_private.live_session_status": (False, True, True),
     "presence_private.privacy_replaced_definitions": (False, False, False),
     "presence_private.privacy_narrowed_select": (False, False, False),
 }
