@@ -7,7 +7,8 @@
 --   * public.presence_privacy: one row per user who changed a setting (no row: the
 --     defaults, visible to everyone, not invisible). RLS: a signed-in user reads their
 --     own row; nobody writes it but the RPCs below. Partial index
---     presence_privacy_restricted_idx: the rows that restrict something (the reads ask
+--     presence_privacy_restricted_idx: the rows that restrict something, or whose last
+--     hidden period still shows (visible_since) (the reads ask
 --     once per query whether there is any; while there is none they skip the rule).
 --   * public.presence_can_see(viewer uuid, target uuid) -> boolean: THE APP'S HOOK that
 --     says who counts as a contact of whom. Installed (returning true) only when it
@@ -194,20 +195,22 @@ COMMENT ON COLUMN public.presence_privacy.invisible IS
 COMMENT ON COLUMN public.presence_privacy.invisible_since IS
     'When invisible mode was turned on (NULL while visible).';
 COMMENT ON COLUMN public.presence_privacy.visible_since IS
-    'When invisible mode was last turned off (the end of the last hidden period): an event that happened before it and is logged after it (a timeout the sweep notices late) is never shown to others.';
+    'When invisible mode was last turned off (the end of the last hidden period), until the user''s next transition: others see online_since no earlier than this, and a last seen from before it as frozen_last_seen; an event that happened before it and is logged after it (a timeout the sweep notices late) is never shown to others.';
 COMMENT ON COLUMN public.presence_privacy.frozen_last_seen IS
-    'The last seen others are shown while the user is invisible: their last seen at the moment they went invisible (then, if they were online).';
+    'The last seen others are shown while the user is invisible: their last seen at the moment they went invisible (then, if they were online); kept after it ends while visible_since is set, for a last seen from inside the hidden period.';
 COMMENT ON COLUMN public.presence_privacy.presence_visibility IS
     'Who may see the user''s presence (online, status, online since): everyone, contacts (public.presence_can_see) or nobody.';
 COMMENT ON COLUMN public.presence_privacy.last_seen_visibility IS
     'Who may see the user''s last seen: everyone, contacts or nobody; never more than presence_visibility allows.';
 
--- The users whose settings can hide something from someone. The reads ask once per
--- query whether there is any (while there is none, nobody's presence is hidden and
--- the per-user rule is skipped), and presence_counts() looks up only these.
+-- The users whose settings can hide something from someone, or whose last hidden
+-- period still shows in their presence (visible_since). The reads ask once per query
+-- whether there is any (while there is none, nobody's presence is hidden and the
+-- per-user rule is skipped), and presence_counts() looks up only these.
 CREATE INDEX IF NOT EXISTS presence_privacy_restricted_idx
     ON public.presence_privacy (user_id)
-    WHERE invisible OR presence_visibility <> 'everyone' OR last_seen_visibility <> 'everyone';
+    WHERE invisible OR presence_visibility <> 'everyone' OR last_seen_visibility <> 'everyone'
+       OR visible_since IS NOT NULL;
 
 ALTER TABLE public.presence_privacy ENABLE ROW LEVEL SECURITY;
 
@@ -373,7 +376,7 @@ COMMENT ON VIEW presence_private.stored_presence IS
 CREATE OR REPLACE VIEW presence_private.privacy_settings
 AS
 SELECT p.user_id, p.invisible, p.invisible_since, p.frozen_last_seen,
-       p.presence_visibility, p.last_seen_visibility
+       p.presence_visibility, p.last_seen_visibility, p.visible_since
 FROM public.presence_privacy AS p;
 
 COMMENT ON VIEW presence_private.privacy_settings IS
@@ -395,7 +398,14 @@ $$;
 -- the read: see docs/performance.md). Inlined, its text is parsed with the caller's
 -- search_path: every name and operator in it is schema-qualified.
 CREATE OR REPLACE FUNCTION presence_private.visible_to(viewer uuid, target uuid)
-RETURNS TABLE (presence boolean, last_seen boolean, invisible boolean, shown_last_seen timestamptz)
+RETURNS TABLE (
+    presence boolean,
+    last_seen boolean,
+    invisible boolean,
+    shown_last_seen timestamptz,
+    visible_since timestamptz,
+    frozen_last_seen timestamptz
+)
 LANGUAGE sql
 STABLE
 AS $$
@@ -404,13 +414,18 @@ AS $$
         r.truth OR (NOT r.invisible AND r.presence AND r.last_seen),
         r.truth AND r.invisible,
         CASE WHEN NOT r.truth AND r.invisible AND r.presence AND r.last_seen
-             THEN r.frozen_last_seen END
+             THEN r.frozen_last_seen END,
+        -- The end of the last hidden period, for others: nothing from inside it shows
+        -- (presence_private.user_presence_all_rows).
+        CASE WHEN NOT r.truth THEN r.visible_since END,
+        CASE WHEN NOT r.truth THEN r.frozen_last_seen END
     FROM (
         SELECT
             coalesce(viewer OPERATOR(pg_catalog.=) target, false)
                 OR (SELECT presence_private.viewer_sees_all()) AS truth,
             coalesce(s.invisible, false) AS invisible,
             s.frozen_last_seen,
+            s.visible_since,
             CASE
                 WHEN s.presence_visibility IS NULL
                      OR s.presence_visibility OPERATOR(pg_catalog.=) 'everyone' THEN true
@@ -523,22 +538,29 @@ BEGIN
         -- Owner rights: user_presence_now shows the truth here.
         INSERT INTO public.presence_privacy AS p
             (user_id, invisible, invisible_since, frozen_last_seen, updated_at)
+        -- Offline with a last seen from inside the previous hidden period: others were
+        -- shown the frozen one, so it stays frozen.
         SELECT n.user_id, true, now(),
-               CASE WHEN n.online THEN now() ELSE n.last_seen END, now()
+               CASE WHEN n.online THEN now()
+                    WHEN n.last_seen < q.visible_since THEN q.frozen_last_seen
+                    ELSE n.last_seen END,
+               now()
         FROM presence_private.user_presence_now AS n
+        LEFT JOIN public.presence_privacy AS q ON q.user_id = n.user_id
         WHERE n.user_id = ANY (flipped)
         ORDER BY n.user_id
         ON CONFLICT ON CONSTRAINT presence_privacy_pkey DO UPDATE
         SET invisible = true,
             invisible_since = excluded.invisible_since,
             frozen_last_seen = excluded.frozen_last_seen,
+            visible_since = NULL,
             updated_at = excluded.updated_at
         WHERE NOT p.invisible;
     ELSE
         WITH changed AS (
             UPDATE public.presence_privacy AS p
-            SET invisible = false, invisible_since = NULL, frozen_last_seen = NULL,
-                visible_since = now(), updated_at = now()
+            SET invisible = false, invisible_since = NULL, visible_since = now(),
+                updated_at = now()
             WHERE p.user_id = ANY (user_ids) AND p.invisible
             RETURNING p.user_id
         )
@@ -551,6 +573,42 @@ $$;
 
 COMMENT ON FUNCTION presence_private.set_invisible(uuid[], boolean) IS
     'Turns invisible mode on or off for the given users (on: freezes the last seen others see); returns how many changed.';
+
+-- A hidden period shows in what others read only until the user's next transition
+-- after it: coming online after it, or going offline having been seen after it. Then
+-- nothing of it is left to hide, and the settings row stops making every read apply
+-- the rule (presence_privacy_restricted_idx). Runs after the event log's trigger
+-- (trigger names sort), which reads visible_since for the event being logged.
+CREATE OR REPLACE FUNCTION presence_private.forget_hidden_period()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+BEGIN
+    UPDATE public.presence_privacy AS p
+    SET visible_since = NULL, frozen_last_seen = NULL
+    WHERE p.user_id = NEW.id
+      AND p.visible_since IS NOT NULL
+      AND NOT p.invisible
+      AND CASE WHEN NEW.status = 'offline' THEN NEW.last_heartbeat >= p.visible_since
+               ELSE NEW.online_since >= p.visible_since END;
+    RETURN NULL;
+END;
+$$;
+
+COMMENT ON FUNCTION presence_private.forget_hidden_period() IS
+    'Trigger on public.users: clears visible_since (and the frozen last seen) once a transition leaves nothing of the last hidden period in the user''s presence.';
+
+REVOKE ALL ON FUNCTION presence_private.forget_hidden_period()
+FROM PUBLIC, anon, authenticated, service_role;
+
+DROP TRIGGER IF EXISTS presence_privacy_forget_hidden_period ON public.users;
+CREATE TRIGGER presence_privacy_forget_hidden_period
+    AFTER UPDATE ON public.users
+    FOR EACH ROW
+    WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.online_since IS DISTINCT FROM NEW.online_since)
+    EXECUTE FUNCTION presence_private.forget_hidden_period();
 
 -- The role of the request: auth.role(), or without an auth schema (plain PostgreSQL
 -- behind PostgREST) the "role" claim PostgREST sets, which auth.role() reads too.
@@ -653,13 +711,37 @@ TO authenticated, service_role;
 -- ------------------------------------------------------------------------------------
 -- Reads: the rule on every path.
 
+-- Whether any settings row can hide something from someone (or still hides a past
+-- hidden period): one probe of presence_privacy_restricted_idx. A function, inlined by
+-- the planner, so that the reads' views do not depend on the settings table (dropping
+-- it must not take the views and every read with it).
+CREATE OR REPLACE FUNCTION presence_private.anyone_restricting()
+RETURNS boolean
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT EXISTS (
+        SELECT FROM presence_private.privacy_settings AS s
+        WHERE s.invisible OR s.presence_visibility OPERATOR(pg_catalog.<>) 'everyone'
+           OR s.last_seen_visibility OPERATOR(pg_catalog.<>) 'everyone'
+           OR s.visible_since IS NOT NULL
+    );
+$$;
+
+COMMENT ON FUNCTION presence_private.anyone_restricting() IS
+    'True when some user''s privacy settings can hide something from someone (the reads skip the per-user rule otherwise).';
+
+REVOKE ALL ON FUNCTION presence_private.anyone_restricting() FROM PUBLIC, anon;
+GRANT EXECUTE ON FUNCTION presence_private.anyone_restricting() TO authenticated, service_role;
+
 -- Every user's presence as the caller may see it (presence_private.visible_to), without
 -- the RLS of public.users: for callers whose policies list every user (the reads
 -- check presence_private.lists_every_user() first). Reads the stored columns with
 -- owner rights; presence_private is never exposed through the API.
 --
 -- The rule is asked per user only while some user restricts what others see
--- (me.restricting: a settings row that is invisible or not 'everyone', found through
+-- (me.restricting: a settings row that is invisible, not 'everyone' or just out of
+-- invisible mode (visible_since), found through
 -- presence_privacy_restricted_idx once per query). Until then visible_to would answer
 -- "everything" for every user, and asking it costs a probe of presence_privacy per
 -- user: a scan of an empty table is a system call per row, about 40 % of a 1,000-id
@@ -673,10 +755,18 @@ SELECT
     (NOT me.restricting OR coalesce(v.presence, false)) AND d.online AS online,
     CASE WHEN (NOT me.restricting OR coalesce(v.presence, false)) AND d.online
          THEN d.status ELSE 'offline' END AS status,
-    CASE WHEN NOT me.restricting OR coalesce(v.last_seen, false) THEN d.last_seen
+    -- After a hidden period (from the frozen last seen to v.visible_since), others
+    -- never see a time from inside it: a last seen from inside is the frozen one
+    -- (offline) or the period's end (online: seen since then), and online since is no
+    -- earlier than its end.
+    CASE WHEN NOT me.restricting OR coalesce(v.last_seen, false)
+         THEN CASE WHEN d.last_seen < v.visible_since
+                        AND d.last_seen > coalesce(v.frozen_last_seen, '-infinity')
+                   THEN CASE WHEN d.online THEN v.visible_since ELSE v.frozen_last_seen END
+                   ELSE d.last_seen END
          ELSE v.shown_last_seen END AS last_seen,
     CASE WHEN (NOT me.restricting OR coalesce(v.presence, false)) AND d.online
-         THEN d.online_since END AS online_since
+         THEN greatest(d.online_since, v.visible_since) END AS online_since
 -- The flag and the caller, once per query (OFFSET 0: not re-evaluated per row). The
 -- caller only when the rule runs: caller_id() parses the JWT claims, a third of what
 -- a one-user read adds to the read without privacy (measured: 13 us). caller_id()
@@ -686,9 +776,7 @@ FROM (
     SELECT f.restricting,
            CASE WHEN f.restricting THEN presence_private.caller_id() END AS viewer
     FROM (
-        SELECT EXISTS (SELECT FROM presence_private.privacy_settings AS s
-                       WHERE s.invisible OR s.presence_visibility <> 'everyone'
-                          OR s.last_seen_visibility <> 'everyone') AS restricting
+        SELECT presence_private.anyone_restricting() AS restricting
         OFFSET 0
     ) AS f
     OFFSET 0
@@ -717,7 +805,7 @@ CROSS JOIN LATERAL (
 LEFT JOIN LATERAL (
     -- OFFSET 0: not pulled up, so the flag gates the whole lookup (a one-time filter)
     -- instead of filtering its result; a NULL answer hides (coalesce above).
-    SELECT r.presence, r.last_seen, r.shown_last_seen
+    SELECT r.presence, r.last_seen, r.shown_last_seen, r.visible_since, r.frozen_last_seen
     FROM presence_private.visible_to(me.viewer, u.id) AS r
     WHERE me.restricting
     OFFSET 0

@@ -35,6 +35,8 @@ PRIVACY_FUNCTION_GRANTS = {
     "presence_private.can_see_events(uuid, uuid)": (False, True, True),
     "presence_private.set_invisible(uuid[], boolean)": (False, False, False),
     "presence_private.log_mask_edges(uuid[], boolean)": (False, False, False),
+    "presence_private.forget_hidden_period()": (False, False, False),
+    "presence_private.anyone_restricting()": (False, True, True),
     "presence_private.settings_owner(uuid, text)": (False, False, False),
     "presence_private.privacy_of(uuid)": (False, False, False),
     "presence_private.caller_role()": (False, False, False),
