@@ -36,10 +36,12 @@ _HOOK = "public.presence_can_see(uuid, uuid)"
 _SETTINGS_TABLE = "presence_privacy"
 #: The internals every read path goes through (regprocedure text or relation name).
 _INTERNALS = (
+    "presence_private.anyone_restricting()",
     "presence_private.contact_check(uuid, uuid)",
     "presence_private.lists_every_user()",
     "presence_private.privacy_of(uuid)",
     "presence_private.privacy_settings",
+    "presence_private.forget_hidden_period()",
     "presence_private.set_invisible(uuid[], boolean)",
     "presence_private.settings_owner(uuid, text)",
     "presence_private.stored_presence",
@@ -50,6 +52,7 @@ _INTERNALS = (
 #: Internals the reads call with the caller's rights: the signed-in users and the
 #: service role must execute them (or every read fails with permission denied).
 _READ_HELPERS = (
+    "presence_private.anyone_restricting()",
     "presence_private.contact_check(uuid,uuid)",
     "presence_private.lists_every_user()",
     "presence_private.viewer_sees_all()",
@@ -58,6 +61,7 @@ _READ_HELPERS = (
 #: Internals only the settings RPCs (owner rights) call: set_invisible writes anyone's
 #: invisible mode, settings_owner and privacy_of act for any user.
 _WRITERS = (
+    "presence_private.forget_hidden_period()",
     "presence_private.privacy_of(uuid)",
     "presence_private.set_invisible(uuid[],boolean)",
     "presence_private.settings_owner(uuid,text)",

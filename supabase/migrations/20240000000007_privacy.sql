@@ -1636,7 +1636,9 @@ BEGIN
                     CASE WHEN o.name LIKE '%(%' THEN to_regprocedure(o.name) IS NOT NULL
                          ELSE to_regclass(o.name) IS NOT NULL END)
                 FROM (VALUES
+                    ('presence_private.anyone_restricting()'),
                     ('presence_private.contact_check(uuid, uuid)'),
+                    ('presence_private.forget_hidden_period()'),
                     ('presence_private.lists_every_user()'),
                     ('presence_private.privacy_of(uuid)'),
                     ('presence_private.privacy_settings'),

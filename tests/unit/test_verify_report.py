@@ -52,7 +52,9 @@ PRIVACY_FUNCTIONS = [
         "execute": {"anon": False, "authenticated": reader, "service_role": reader},
     }
     for name, definer, reader in (
+        ("presence_private.anyone_restricting()", False, True),
         ("presence_private.contact_check(uuid,uuid)", True, True),
+        ("presence_private.forget_hidden_period()", True, False),
         ("presence_private.lists_every_user()", False, True),
         ("presence_private.privacy_of(uuid)", True, False),
         ("presence_private.set_invisible(uuid[],boolean)", True, False),
@@ -76,7 +78,9 @@ def privacy_section() -> dict[str, Any]:
         },
         "objects": dict.fromkeys(
             (
+                "presence_private.anyone_restricting()",
                 "presence_private.contact_check(uuid, uuid)",
+                "presence_private.forget_hidden_period()",
                 "presence_private.lists_every_user()",
                 "presence_private.privacy_of(uuid)",
                 "presence_private.privacy_settings",
