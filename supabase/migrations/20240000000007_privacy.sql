@@ -712,13 +712,16 @@ TO authenticated, service_role;
 -- Reads: the rule on every path.
 
 -- Whether any settings row can hide something from someone (or still hides a past
--- hidden period): one probe of presence_privacy_restricted_idx. A function, inlined by
--- the planner, so that the reads' views do not depend on the settings table (dropping
--- it must not take the views and every read with it).
+-- hidden period): one probe of presence_privacy_restricted_idx. A set-returning SQL
+-- function, which the planner inlines into the reads (a scalar one holding a subquery
+-- would run as a function call, planned on every read), and through which the reads'
+-- views do not depend on the settings table (dropping it must not take the views and
+-- every read with it).
 CREATE OR REPLACE FUNCTION presence_private.anyone_restricting()
-RETURNS boolean
+RETURNS TABLE (restricting boolean)
 LANGUAGE sql
 STABLE
+ROWS 1
 AS $$
     SELECT EXISTS (
         SELECT FROM presence_private.privacy_settings AS s
@@ -729,7 +732,7 @@ AS $$
 $$;
 
 COMMENT ON FUNCTION presence_private.anyone_restricting() IS
-    'True when some user''s privacy settings can hide something from someone (the reads skip the per-user rule otherwise).';
+    'One row: true when some user''s privacy settings can hide something from someone (the reads skip the per-user rule otherwise).';
 
 REVOKE ALL ON FUNCTION presence_private.anyone_restricting() FROM PUBLIC, anon;
 GRANT EXECUTE ON FUNCTION presence_private.anyone_restricting() TO authenticated, service_role;
@@ -775,7 +778,7 @@ FROM (
     SELECT f.restricting,
            CASE WHEN f.restricting THEN presence_private.caller_id() END AS viewer
     FROM (
-        SELECT presence_private.anyone_restricting() AS restricting
+        SELECT r.restricting FROM presence_private.anyone_restricting() AS r
         OFFSET 0
     ) AS f
     OFFSET 0
