@@ -861,6 +861,8 @@ AS $$
 DECLARE
     uid uuid := auth.uid();
     stored_status text;
+    refresh_before timestamptz;
+    stored_beat timestamptz;
 BEGIN
     IF uid IS NULL THEN
         RAISE EXCEPTION 'presence: not authenticated'
@@ -868,41 +870,39 @@ BEGIN
                   HINT = 'Call presence_session_beat with a signed-in user''s access token.';
     END IF;
     -- The steady beat (nearly every beat), inline: see presence_private.beat, which
-    -- does the same and everything else (checks, new sessions, status changes).
+    -- does the same and everything else (checks, new sessions, status changes). The
+    -- users row is written in a statement of its own, only when its last_heartbeat is
+    -- due for a refresh: a beat that needs none then opens public.users only to read
+    -- it, which costs less than one statement holding both updates (docs/performance.md).
     IF (device IS NULL OR char_length(device) BETWEEN 1 AND 64)
        AND (metadata IS NULL OR (jsonb_typeof(metadata) = 'object'
                                  AND octet_length(metadata::text) <= 1024)) THEN
         IF pg_catalog.pg_current_xact_id_if_assigned() IS NULL THEN  -- first write only
             PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
         END IF;
-        WITH beaten AS (
-            UPDATE public.presence_sessions AS s
-            SET last_beat = now(),
-                device = coalesce(presence_session_beat.device, s.device),
-                metadata = coalesce(presence_session_beat.metadata, s.metadata)
-            FROM public.presence_config AS c, public.users AS u
-            WHERE s.session_id = presence_session_beat.session_id
-              AND s.user_id = uid
-              AND s.status = new_status
-              AND s.last_beat > now() - make_interval(secs => c.timeout_seconds)
-              AND u.id = uid
-            RETURNING u.status,
-                      now() - make_interval(secs => c.timeout_seconds - 2 * c.heartbeat_interval_seconds)
-                          AS refresh_before
-        ),
-        refreshed AS (
-            UPDATE public.users AS u
-            SET last_heartbeat = now()
-            FROM beaten AS b
-            WHERE u.id = uid
-              AND u.status IN ('online', 'away', 'busy')
-              AND (u.last_heartbeat IS NULL OR u.last_heartbeat < b.refresh_before)
-            RETURNING 1
-        )
-        SELECT b.status INTO stored_status FROM beaten AS b;
+        UPDATE public.presence_sessions AS s
+        SET last_beat = now(),
+            device = coalesce(presence_session_beat.device, s.device),
+            metadata = coalesce(presence_session_beat.metadata, s.metadata)
+        FROM public.presence_config AS c, public.users AS u
+        WHERE s.session_id = presence_session_beat.session_id
+          AND s.user_id = uid
+          AND s.status = new_status
+          AND s.last_beat > now() - make_interval(secs => c.timeout_seconds)
+          AND u.id = uid
+        RETURNING u.status,
+                  now() - make_interval(secs => c.timeout_seconds - 2 * c.heartbeat_interval_seconds),
+                  u.last_heartbeat
+        INTO stored_status, refresh_before, stored_beat;
         IF FOUND THEN
             IF stored_status IS NULL OR stored_status NOT IN ('online', 'away', 'busy') THEN
                 PERFORM presence_private.sync_users(ARRAY[uid]);  -- repair after a race
+            ELSIF stored_beat IS NULL OR stored_beat < refresh_before THEN
+                UPDATE public.users AS u
+                SET last_heartbeat = now()
+                WHERE u.id = uid
+                  AND u.status IN ('online', 'away', 'busy')
+                  AND (u.last_heartbeat IS NULL OR u.last_heartbeat < refresh_before);
             END IF;
             RETURN now();
         END IF;
@@ -980,6 +980,8 @@ AS $$
 DECLARE
     uid uuid := auth.uid();
     stored_status text;
+    refresh_before timestamptz;
+    stored_beat timestamptz;
 BEGIN
     IF uid IS NULL THEN
         RAISE EXCEPTION 'presence: not authenticated'
@@ -987,36 +989,34 @@ BEGIN
                   HINT = 'Call presence_heartbeat with a signed-in user''s access token.';
     END IF;
     -- The steady beat (nearly every beat), inline: see presence_private.beat, which
-    -- does the same and everything else (checks, new sessions, status changes).
+    -- does the same and everything else (checks, new sessions, status changes). The
+    -- users row is written in a statement of its own, only when its last_heartbeat is
+    -- due for a refresh: a beat that needs none then opens public.users only to read
+    -- it, which costs less than one statement holding both updates (docs/performance.md).
     IF pg_catalog.pg_current_xact_id_if_assigned() IS NULL THEN  -- first write only
         PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
     END IF;
-    WITH beaten AS (
-        UPDATE public.presence_sessions AS s
-        SET last_beat = now()
-        FROM public.presence_config AS c, public.users AS u
-        WHERE s.session_id = uid
-          AND s.user_id = uid
-          AND s.status = new_status
-          AND s.last_beat > now() - make_interval(secs => c.timeout_seconds)
-          AND u.id = uid
-        RETURNING u.status,
-                  now() - make_interval(secs => c.timeout_seconds - 2 * c.heartbeat_interval_seconds)
-                      AS refresh_before
-    ),
-    refreshed AS (
-        UPDATE public.users AS u
-        SET last_heartbeat = now()
-        FROM beaten AS b
-        WHERE u.id = uid
-          AND u.status IN ('online', 'away', 'busy')
-          AND (u.last_heartbeat IS NULL OR u.last_heartbeat < b.refresh_before)
-        RETURNING 1
-    )
-    SELECT b.status INTO stored_status FROM beaten AS b;
+    UPDATE public.presence_sessions AS s
+    SET last_beat = now()
+    FROM public.presence_config AS c, public.users AS u
+    WHERE s.session_id = uid
+      AND s.user_id = uid
+      AND s.status = new_status
+      AND s.last_beat > now() - make_interval(secs => c.timeout_seconds)
+      AND u.id = uid
+    RETURNING u.status,
+              now() - make_interval(secs => c.timeout_seconds - 2 * c.heartbeat_interval_seconds),
+              u.last_heartbeat
+    INTO stored_status, refresh_before, stored_beat;
     IF FOUND THEN
         IF stored_status IS NULL OR stored_status NOT IN ('online', 'away', 'busy') THEN
             PERFORM presence_private.sync_users(ARRAY[uid]);  -- repair after a race
+        ELSIF stored_beat IS NULL OR stored_beat < refresh_before THEN
+            UPDATE public.users AS u
+            SET last_heartbeat = now()
+            WHERE u.id = uid
+              AND u.status IN ('online', 'away', 'busy')
+              AND (u.last_heartbeat IS NULL OR u.last_heartbeat < refresh_before);
         END IF;
         RETURN now();
     END IF;
