@@ -628,8 +628,9 @@ def scaling_svg(res: dict[str, Any]) -> str:
 
 # ----------------------------------------------------------------------------- docs
 
+# A block may be empty (begin marker right before its end marker), as a new one is.
 _BLOCK = re.compile(
-    r"(<!-- bench:begin (?P<name>[a-z_]+) -->\n).*?(\n<!-- bench:end (?P=name) -->)", re.S
+    r"(<!-- bench:begin (?P<name>[a-z_]+) -->\n)(?:.*?\n)?(<!-- bench:end (?P=name) -->)", re.S
 )
 
 
@@ -638,7 +639,7 @@ def _replace_blocks(text: str, blocks: dict[str, str]) -> str:
         name = m.group("name")
         if name not in blocks:
             return m.group(0)
-        return m.group(1) + blocks[name] + m.group(3)
+        return m.group(1) + blocks[name] + "\n" + m.group(3)
 
     return _BLOCK.sub(sub, text)
 
