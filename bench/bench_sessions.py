@@ -258,7 +258,8 @@ SHIFT_SESSIONS = f"""
     ),
     moved AS (
         UPDATE public.presence_sessions AS s
-        SET last_beat = s.last_beat - d.delta, started_at = s.started_at - d.delta
+        SET last_beat = s.last_beat - d.delta, started_at = s.started_at - d.delta,
+            refreshed_at = s.refreshed_at - d.delta
         FROM d WHERE s.user_id = d.user_id
     )
     UPDATE public.users AS u

@@ -131,7 +131,8 @@ CREATE TABLE IF NOT EXISTS public.presence_sessions (
         CONSTRAINT presence_sessions_metadata_check
         CHECK (jsonb_typeof(metadata) = 'object' AND octet_length(metadata::text) <= 1024),
     started_at timestamptz NOT NULL,
-    last_beat timestamptz NOT NULL
+    last_beat timestamptz NOT NULL,
+    refreshed_at timestamptz
 )
 -- Every live row is rewritten by each beat: half of each page stays free so the new
 -- version lands on the same page (a HOT update). No index on last_beat for the same
@@ -152,6 +153,9 @@ COMMENT ON COLUMN public.presence_sessions.started_at IS
     'Server time of the first beat of this session (or of its first beat after a timeout).';
 COMMENT ON COLUMN public.presence_sessions.last_beat IS
     'Server time of the latest beat of this session.';
+
+COMMENT ON COLUMN public.presence_sessions.refreshed_at IS
+    'The users.last_heartbeat this session last wrote or saw: its steady beats refresh users.last_heartbeat when this is older than timeout - 2 x heartbeat interval, without reading public.users.';
 
 CREATE INDEX IF NOT EXISTS presence_sessions_user_id_idx
     ON public.presence_sessions (user_id);
@@ -558,13 +562,10 @@ $$;
 COMMENT ON FUNCTION presence_private.evict_over_cap(uuid[]) IS
     'Ends the least recently beating sessions of each given user beyond max_sessions_per_user().';
 
--- One beat of one session of one user (the per-user RPCs).
---
--- The steady beat (a live session keeping its status; nearly every beat) is the
--- fast path: one UPDATE of the session row and, when the throttle says so, a refresh
--- of users.last_heartbeat. It cannot change the user's aggregate, so it is no
--- transition. Everything else (a new session, one that revives after a timeout, a
--- status change) goes through sync_users, the one writer of transitions.
+-- One beat of one session of one user (the per-user RPCs), past the fast path of
+-- presence_session_beat: a late steady beat (below), a new session, one that revives
+-- after a timeout, or a status change. The last three go through sync_users, the one
+-- writer of transitions.
 CREATE OR REPLACE FUNCTION presence_private.beat(
     uid uuid,
     sid uuid,
@@ -617,15 +618,25 @@ BEGIN
         PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
     END IF;
 
-    -- Steady? One statement: the session's beat and, when the throttle says so (the
-    -- stored value is older than timeout - 2 x heartbeat interval, see sync_users), the
-    -- refresh of users.last_heartbeat. It also reads the stored status: a steady beat
-    -- under a stored status that is not online (left behind by a race) gets a full sync.
+    -- A late steady beat (a live session keeping its status, whose previous beat came
+    -- too late for the fast path: a lost beat) is no transition either. Its session
+    -- may be near its timeout, where a sweep or leave running alongside could take it
+    -- for timed out, so this one reads the stored status in the same statement: a
+    -- status that is not live (left behind by such a race) gets a full sync. One
+    -- statement: the session's beat and, when due (see sync_users), the refresh of
+    -- users.last_heartbeat; refreshed_at records what users.last_heartbeat then holds.
     WITH beaten AS (
         UPDATE public.presence_sessions AS s
         SET last_beat = beat_at,
             device = coalesce(new_device, s.device),
-            metadata = coalesce(new_metadata, s.metadata)
+            metadata = coalesce(new_metadata, s.metadata),
+            refreshed_at = CASE
+                WHEN u.last_heartbeat IS NULL
+                     OR u.last_heartbeat < beat_at - make_interval(
+                            secs => c.timeout_seconds - 2 * c.heartbeat_interval_seconds)
+                    THEN beat_at
+                ELSE u.last_heartbeat
+            END
         FROM public.presence_config AS c, public.users AS u
         WHERE s.session_id = sid
           AND s.user_id = uid
@@ -698,6 +709,14 @@ BEGIN
     END IF;
 
     PERFORM presence_private.sync_users(ARRAY[uid]);
+    -- What public.users holds now is the reference of this session's next refreshes
+    -- (the fast path in presence_session_beat and presence_heartbeat).
+    UPDATE public.presence_sessions AS s
+    SET refreshed_at = u.last_heartbeat
+    FROM public.users AS u
+    WHERE s.session_id = sid
+      AND u.id = uid
+      AND s.refreshed_at IS DISTINCT FROM u.last_heartbeat;
     RETURN beat_at;
 END;
 $$;
@@ -860,20 +879,26 @@ SET search_path = ''
 AS $$
 DECLARE
     uid uuid := auth.uid();
-    stored_status text;
-    refresh_before timestamptz;
-    stored_beat timestamptz;
+    refresh boolean;
 BEGIN
     IF uid IS NULL THEN
         RAISE EXCEPTION 'presence: not authenticated'
             USING ERRCODE = '28000',
                   HINT = 'Call presence_session_beat with a signed-in user''s access token.';
     END IF;
-    -- The steady beat (nearly every beat), inline: see presence_private.beat, which
-    -- does the same and everything else (checks, new sessions, status changes). The
-    -- users row is written in a statement of its own, only when its last_heartbeat is
-    -- due for a refresh: a beat that needs none then opens public.users only to read
-    -- it, which costs less than one statement holding both updates (docs/performance.md).
+    -- The steady beat (nearly every beat), inline; everything else goes to
+    -- presence_private.beat (checks, new sessions, status changes, late beats).
+    --
+    -- Steady means: the session keeps its status and its previous beat is less than
+    -- timeout - heartbeat interval old by the clock of this check. Such a session is
+    -- live by a margin of a whole heartbeat interval, so no sweep or leave running
+    -- alongside can take it for timed out (they judge by their own start time) and
+    -- write its user offline while this beat is in flight. public.users is not read:
+    -- the session row says when it last refreshed users.last_heartbeat (refreshed_at),
+    -- and the refresh is due when that is older than timeout - 2 x heartbeat interval
+    -- (the seed contract's bound, docs/how-it-works.md). Only then is public.users
+    -- written, in a statement of its own; a stored status that is not live at that
+    -- moment (written by hand, or left by a race) gets a full sync.
     IF (device IS NULL OR char_length(device) BETWEEN 1 AND 64)
        AND (metadata IS NULL OR (jsonb_typeof(metadata) = 'object'
                                  AND octet_length(metadata::text) <= 1024)) THEN
@@ -883,26 +908,30 @@ BEGIN
         UPDATE public.presence_sessions AS s
         SET last_beat = now(),
             device = coalesce(presence_session_beat.device, s.device),
-            metadata = coalesce(presence_session_beat.metadata, s.metadata)
-        FROM public.presence_config AS c, public.users AS u
+            metadata = coalesce(presence_session_beat.metadata, s.metadata),
+            refreshed_at = CASE
+                WHEN s.refreshed_at > now() - make_interval(
+                         secs => c.timeout_seconds - 2 * c.heartbeat_interval_seconds)
+                    THEN s.refreshed_at
+                ELSE now()
+            END
+        FROM public.presence_config AS c
         WHERE s.session_id = presence_session_beat.session_id
           AND s.user_id = uid
           AND s.status = new_status
-          AND s.last_beat > now() - make_interval(secs => c.timeout_seconds)
-          AND u.id = uid
-        RETURNING u.status,
-                  now() - make_interval(secs => c.timeout_seconds - 2 * c.heartbeat_interval_seconds),
-                  u.last_heartbeat
-        INTO stored_status, refresh_before, stored_beat;
+          AND s.last_beat > pg_catalog.clock_timestamp() - make_interval(
+                  secs => c.timeout_seconds - c.heartbeat_interval_seconds)
+        RETURNING s.refreshed_at = now() INTO refresh;
         IF FOUND THEN
-            IF stored_status IS NULL OR stored_status NOT IN ('online', 'away', 'busy') THEN
-                PERFORM presence_private.sync_users(ARRAY[uid]);  -- repair after a race
-            ELSIF stored_beat IS NULL OR stored_beat < refresh_before THEN
+            IF refresh THEN
                 UPDATE public.users AS u
                 SET last_heartbeat = now()
                 WHERE u.id = uid
                   AND u.status IN ('online', 'away', 'busy')
-                  AND (u.last_heartbeat IS NULL OR u.last_heartbeat < refresh_before);
+                  AND (u.last_heartbeat IS NULL OR u.last_heartbeat < now());
+                IF NOT FOUND THEN
+                    PERFORM presence_private.sync_users(ARRAY[uid]);
+                END IF;
             END IF;
             RETURN now();
         END IF;
@@ -979,44 +1008,43 @@ SET search_path = ''
 AS $$
 DECLARE
     uid uuid := auth.uid();
-    stored_status text;
-    refresh_before timestamptz;
-    stored_beat timestamptz;
+    refresh boolean;
 BEGIN
     IF uid IS NULL THEN
         RAISE EXCEPTION 'presence: not authenticated'
             USING ERRCODE = '28000',
                   HINT = 'Call presence_heartbeat with a signed-in user''s access token.';
     END IF;
-    -- The steady beat (nearly every beat), inline: see presence_private.beat, which
-    -- does the same and everything else (checks, new sessions, status changes). The
-    -- users row is written in a statement of its own, only when its last_heartbeat is
-    -- due for a refresh: a beat that needs none then opens public.users only to read
-    -- it, which costs less than one statement holding both updates (docs/performance.md).
+    -- The steady beat of the implicit session, inline: the fast path of
+    -- presence_session_beat (see there why it is safe and what it writes).
     IF pg_catalog.pg_current_xact_id_if_assigned() IS NULL THEN  -- first write only
         PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
     END IF;
     UPDATE public.presence_sessions AS s
-    SET last_beat = now()
-    FROM public.presence_config AS c, public.users AS u
+    SET last_beat = now(),
+        refreshed_at = CASE
+            WHEN s.refreshed_at > now() - make_interval(
+                     secs => c.timeout_seconds - 2 * c.heartbeat_interval_seconds)
+                THEN s.refreshed_at
+            ELSE now()
+        END
+    FROM public.presence_config AS c
     WHERE s.session_id = uid
       AND s.user_id = uid
       AND s.status = new_status
-      AND s.last_beat > now() - make_interval(secs => c.timeout_seconds)
-      AND u.id = uid
-    RETURNING u.status,
-              now() - make_interval(secs => c.timeout_seconds - 2 * c.heartbeat_interval_seconds),
-              u.last_heartbeat
-    INTO stored_status, refresh_before, stored_beat;
+      AND s.last_beat > pg_catalog.clock_timestamp() - make_interval(
+              secs => c.timeout_seconds - c.heartbeat_interval_seconds)
+    RETURNING s.refreshed_at = now() INTO refresh;
     IF FOUND THEN
-        IF stored_status IS NULL OR stored_status NOT IN ('online', 'away', 'busy') THEN
-            PERFORM presence_private.sync_users(ARRAY[uid]);  -- repair after a race
-        ELSIF stored_beat IS NULL OR stored_beat < refresh_before THEN
+        IF refresh THEN
             UPDATE public.users AS u
             SET last_heartbeat = now()
             WHERE u.id = uid
               AND u.status IN ('online', 'away', 'busy')
-              AND (u.last_heartbeat IS NULL OR u.last_heartbeat < refresh_before);
+              AND (u.last_heartbeat IS NULL OR u.last_heartbeat < now());
+            IF NOT FOUND THEN
+                PERFORM presence_private.sync_users(ARRAY[uid]);
+            END IF;
         END IF;
         RETURN now();
     END IF;

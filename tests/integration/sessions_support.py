@@ -35,7 +35,8 @@ def advance(db: PresenceDatabase, seconds: float) -> None:
         conn.execute(
             "UPDATE public.presence_sessions SET "
             "last_beat = last_beat - make_interval(secs => %(s)s), "
-            "started_at = started_at - make_interval(secs => %(s)s)",
+            "started_at = started_at - make_interval(secs => %(s)s), "
+            "refreshed_at = refreshed_at - make_interval(secs => %(s)s)",
             {"s": seconds},
         )
         conn.execute(
