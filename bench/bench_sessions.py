@@ -37,6 +37,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -244,10 +245,13 @@ def store_batches(conn: psycopg.Connection[Any], n: int, size: int) -> int:
 # Before each steady round every user's stored beat times are moved so that their
 # next beat (at their usual position in the round) comes 15 s +- 10 % after the last
 # one: age at the round's start = gap - position x round duration. One delta per user,
-# applied to all their presence timestamps (sessions and users row alike).
+# applied to all their presence timestamps (sessions and users row alike). The round
+# starts `lag` seconds after the shift's now() (the shift itself takes about a second
+# at 30,000 users): uncorrected, every gap would come out that much longer, and with
+# the refresh threshold at exactly one interval nearly every beat would be due.
 _K = f"((right(%s::text, 12))::bigint - {base.UUID_BASE})"
 _DELTA = (
-    "{beat} - (now() - make_interval(secs => %(gap)s"
+    "{beat} - (now() + make_interval(secs => %(lag)s) - make_interval(secs => %(gap)s"
     " + %(jitter)s * ((({k}) * 7919 + %(round)s * 104729) %% 201 - 100) / 100.0"
     " - %(duration)s * (({k}) - 1) / %(users)s::float))"
 )
@@ -266,11 +270,12 @@ SHIFT_SESSIONS = f"""
     SET last_heartbeat = u.last_heartbeat - d.delta, online_since = u.online_since - d.delta
     FROM d WHERE u.id = d.user_id
 """
-# The same shift, then every stored last_heartbeat at now(): no beat of the round is
-# due to refresh it (design session_beat_no_refresh).
+# The same shift, then every session's record of its last refresh (and the stored
+# last_heartbeat) at now(): no beat of the round is due to refresh public.users
+# (design session_beat_no_refresh).
 SHIFT_SESSIONS_NO_REFRESH = SHIFT_SESSIONS.replace(
-    "SET last_heartbeat = u.last_heartbeat - d.delta", "SET last_heartbeat = now()"
-)
+    "refreshed_at = s.refreshed_at - d.delta", "refreshed_at = now()"
+).replace("SET last_heartbeat = u.last_heartbeat - d.delta", "SET last_heartbeat = now()")
 assert SHIFT_SESSIONS_NO_REFRESH != SHIFT_SESSIONS
 SHIFT_USERS = f"""
     UPDATE public.users AS u
@@ -290,14 +295,17 @@ def shift_time(
     rnd: int,
     duration: float,
     users: int,
+    lag: float,
     refresh: bool = True,
 ) -> None:
     """Make each user's next beat come 15 s +- 10 % after their last one.
 
     ``duration``: how long this design's previous round took (a user near the end of
-    the round beats that much later than one at its start).
+    the round beats that much later than one at its start). ``lag``: how long after
+    the shift's start the round started last time.
     """
     params = {
+        "lag": lag,
         "gap": INTERVAL_S,
         "jitter": INTERVAL_S * JITTER,
         "round": rnd,
@@ -322,6 +330,7 @@ def cadence_phase(
     tables = ("public.users", "public.presence_sessions")
     runs: list[dict[str, Any]] = []
     duration: dict[str, float] = {}
+    lag: dict[str, float] = {}
     nbatches = {d.key: -(-n // d.batch) for d in DESIGNS}
     with base.connect(cluster, "postgres") as idle_conn:
         conns = {d.key: base.connect(cluster, dbs[d.key]) for d in DESIGNS}
@@ -336,12 +345,14 @@ def cadence_phase(
                         # beats over 15 s and autovacuum keeps up): clean them first.
                         conn.execute("VACUUM " + ", ".join(mine))
                     base.wait_idle(idle_conn)
+                    shifted_at = time.monotonic()
                     if rnd > 1:
                         shift_time(
                             conn,
                             legacy=d.legacy,
                             rnd=rnd,
                             duration=duration[d.key],
+                            lag=lag.get(d.key, 0.0),
                             users=n,
                             refresh=d.refresh,
                         )
@@ -351,6 +362,7 @@ def cadence_phase(
                     # requests of a round evenly.
                     clients = max(c for c in range(1, cfg.clients + 1) if nbatches[d.key] % c == 0)
                     per_client = nbatches[d.key] // clients
+                    lag[d.key] = time.monotonic() - shifted_at  # for the next round's shift
                     res = bench.run(
                         f"cadence_{d.key}",
                         d.script(),

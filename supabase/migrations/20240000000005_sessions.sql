@@ -155,7 +155,7 @@ COMMENT ON COLUMN public.presence_sessions.last_beat IS
     'Server time of the latest beat of this session.';
 
 COMMENT ON COLUMN public.presence_sessions.refreshed_at IS
-    'The users.last_heartbeat this session last wrote or saw: its steady beats refresh users.last_heartbeat when this is older than timeout - 2 x heartbeat interval, without reading public.users.';
+    'A users.last_heartbeat this session wrote or knows is stored (never newer than the stored one): its steady beats refresh users.last_heartbeat when this is older than timeout - 2 x heartbeat interval, without reading public.users.';
 
 CREATE INDEX IF NOT EXISTS presence_sessions_user_id_idx
     ON public.presence_sessions (user_id);
@@ -583,6 +583,7 @@ DECLARE
     beat_at timestamptz := now();
     live_after timestamptz;
     stored_status text;
+    known_beat timestamptz;
 BEGIN
     IF new_status IS NULL OR new_status NOT IN ('online', 'away', 'busy') THEN
         RAISE EXCEPTION 'presence: invalid status %', presence_private.echo(new_status)
@@ -667,13 +668,28 @@ BEGIN
 
     live_after := presence_private.live_after();  -- raises if the settings row is gone
 
+    -- The users.last_heartbeat this session can count on after the sync below (its
+    -- refreshed_at, for the fast path): a user who is not live now has a transition,
+    -- which writes this beat; otherwise the stored value, which the sync may only
+    -- move forward. Never newer than what users will hold, so never a missed refresh.
+    SELECT CASE WHEN u.status IN ('online', 'away', 'busy') THEN u.last_heartbeat ELSE beat_at END
+    INTO known_beat
+    FROM public.users AS u
+    WHERE u.id = uid;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'presence: no public.users row for user %', uid
+            USING ERRCODE = 'PT404',
+                  HINT = 'Create the profile row first (schema.sql adds a trigger on auth.users that does it).';
+    END IF;
+
     -- A status change, or a session that timed out and starts again.
     UPDATE public.presence_sessions AS s
     SET status = new_status,
         last_beat = beat_at,
         started_at = CASE WHEN s.last_beat > live_after THEN s.started_at ELSE beat_at END,
         device = coalesce(new_device, s.device),
-        metadata = coalesce(new_metadata, s.metadata)
+        metadata = coalesce(new_metadata, s.metadata),
+        refreshed_at = greatest(s.refreshed_at, known_beat)
     WHERE s.session_id = sid AND s.user_id = uid;
 
     IF NOT FOUND THEN
@@ -684,21 +700,18 @@ BEGIN
                 USING ERRCODE = '42501',
                       HINT = 'Use a new random uuid per connection.';
         END IF;
-        IF NOT EXISTS (SELECT 1 FROM public.users AS u WHERE u.id = uid) THEN
-            RAISE EXCEPTION 'presence: no public.users row for user %', uid
-                USING ERRCODE = 'PT404',
-                      HINT = 'Create the profile row first (schema.sql adds a trigger on auth.users that does it).';
-        END IF;
         PERFORM presence_private.adopt_legacy(ARRAY[uid]);
         INSERT INTO public.presence_sessions AS s
-            (session_id, user_id, status, device, metadata, started_at, last_beat)
-        VALUES (sid, uid, new_status, new_device, coalesce(new_metadata, '{}'::jsonb), beat_at, beat_at)
+            (session_id, user_id, status, device, metadata, started_at, last_beat, refreshed_at)
+        VALUES (sid, uid, new_status, new_device, coalesce(new_metadata, '{}'::jsonb), beat_at, beat_at,
+                known_beat)
         ON CONFLICT (session_id) DO UPDATE
         SET status = excluded.status,
             last_beat = excluded.last_beat,
             started_at = CASE WHEN s.last_beat > live_after THEN s.started_at ELSE excluded.started_at END,
             device = coalesce(new_device, s.device),
-            metadata = coalesce(new_metadata, s.metadata)
+            metadata = coalesce(new_metadata, s.metadata),
+            refreshed_at = greatest(s.refreshed_at, excluded.refreshed_at)
         WHERE s.user_id = excluded.user_id;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'presence: session % belongs to another user', sid
@@ -709,14 +722,6 @@ BEGIN
     END IF;
 
     PERFORM presence_private.sync_users(ARRAY[uid]);
-    -- What public.users holds now is the reference of this session's next refreshes
-    -- (the fast path in presence_session_beat and presence_heartbeat).
-    UPDATE public.presence_sessions AS s
-    SET refreshed_at = u.last_heartbeat
-    FROM public.users AS u
-    WHERE s.session_id = sid
-      AND u.id = uid
-      AND s.refreshed_at IS DISTINCT FROM u.last_heartbeat;
     RETURN beat_at;
 END;
 $$;
