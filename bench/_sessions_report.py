@@ -72,7 +72,9 @@ def cadence_section(res: dict[str, Any], *, markdown: bool) -> str:
     notes = [
         f"{c['users']:,} users (one session each) per design, each design in its own "
         f"database; every session beats once per round, rounds {c['interval_s']:.0f} s "
-        f"+- {c['jitter']:.0%} apart, designs interleaved round by round; round 1 starts "
+        f"+- {c['jitter']:.0%} apart (timeout {c.get('timeout_s', 45):.0f} s: the default "
+        "timings scaled so that the seconds a round takes are small against the jitter), "
+        "designs interleaved round by round; round 1 starts "
         "the sessions, round 2 warms up, the median of the "
         f"{c['rounds'] - 2} rounds after them is shown.",
         "First round (session start), server CPU per beat and writes to public.users: "

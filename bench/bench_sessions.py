@@ -5,9 +5,12 @@ One run starts ONE throwaway, durable PostgreSQL 15 cluster and measures, side b
 and in the same PostgREST envelope as ``bench_sql.py`` (``BEGIN; SET LOCAL ROLE ...;
 set_config('request.jwt.claims', ...); SELECT <rpc> FROM json_to_record(<body>); COMMIT``):
 
-1. **Steady cadence.** Every session beats once per round, rounds 15 s +- 10 % apart
-   (time is shifted between rounds, corrected for the real time that passed, so the
-   last_heartbeat throttle sees the gaps of a real client). Five designs, each in its
+1. **Steady cadence.** Every session beats once per round, rounds one heartbeat
+   interval +- 10 % apart (time is shifted between rounds, corrected for the real time
+   that passed, so the last_heartbeat throttle sees the gaps of a real client). The
+   timings are the defaults scaled by ten (interval 150 s, timeout 450 s): the rule
+   only depends on their ratios, and the seconds a round itself takes are then small
+   against the jitter. Five designs, each in its
    own database, rounds interleaved: 0.1.0's per-user ``presence_heartbeat`` on a
    0.1.0 database (migrations 1-3), the per-session ``presence_session_beat``, 0.1.0's
    RPC on its implicit session after the upgrade, and the service-role batch
@@ -58,7 +61,13 @@ RESULTS_DIR = base.RESULTS_DIR
 # User k has the uuid UUID_PREFIX || (UUID_BASE + k) (bench_sql's scheme); its session
 # has the same digits under SESSION_PREFIX.
 SESSION_PREFIX = "00000000-0000-4000-9000-"
-INTERVAL_S = 15.0
+# The default timings (interval 15 s, timeout 45 s) scaled by TIME_SCALE: a round of
+# 30,000 beats takes a few seconds, and how much that varies from round to round must
+# stay small against the jitter (+- 10 % of the interval), or the simulated gaps drift
+# past the refresh threshold (timeout - 2 x interval = one interval) together.
+TIME_SCALE = 10
+INTERVAL_S = 15.0 * TIME_SCALE
+TIMEOUT_S = 45 * TIME_SCALE
 JITTER = 0.1
 
 
@@ -243,8 +252,11 @@ def store_batches(conn: psycopg.Connection[Any], n: int, size: int) -> int:
 
 
 # Before each steady round every user's stored beat times are moved so that their
-# next beat (at their usual position in the round) comes 15 s +- 10 % after the last
-# one: age at the round's start = gap - position x round duration. One delta per user,
+# next beat (at their usual position in the round) comes one interval +- 10 % after
+# the last one: age at the round's start = gap - position x round duration. The jitter
+# of each user's beats is independent from round to round, as a real client's is (a
+# hash of user and round; a linear formula made a user's gaps nearly the same in every
+# round, so the same users were due for a refresh round after round). One delta per user,
 # applied to all their presence timestamps (sessions and users row alike). The round
 # starts `lag` seconds after the shift's now() (the shift itself takes about a second
 # at 30,000 users): uncorrected, every gap would come out that much longer, and with
@@ -252,7 +264,7 @@ def store_batches(conn: psycopg.Connection[Any], n: int, size: int) -> int:
 _K = f"((right(%s::text, 12))::bigint - {base.UUID_BASE})"
 _DELTA = (
     "{beat} - (now() + make_interval(secs => %(lag)s) - make_interval(secs => %(gap)s"
-    " + %(jitter)s * ((({k}) * 7919 + %(round)s * 104729) %% 201 - 100) / 100.0"
+    " + %(jitter)s * ((abs(hashint8(({k}) * 1000 + %(round)s)::bigint) %% 201) - 100) / 100.0"
     " - %(duration)s * (({k}) - 1) / %(users)s::float))"
 )
 SHIFT_SESSIONS = f"""
@@ -428,6 +440,7 @@ def cadence_phase(
         "rounds": cfg.rounds,
         "clients": cfg.clients,
         "interval_s": INTERVAL_S,
+        "timeout_s": TIMEOUT_S,
         "jitter": JITTER,
         "designs": [asdict(d) | {"script": d.script()} for d in DESIGNS],
         "runs": runs,
@@ -684,6 +697,12 @@ def run_benchmark(cfg: SessionsConfig) -> dict[str, Any]:
                         cluster.create_database(cadence_dbs[d.key], template=server.template_name)
                     with base.connect(cluster, cadence_dbs[d.key]) as conn:
                         base.load_users(conn, cfg.cadence_users, online=0)
+                        if not d.legacy:  # 0.1.0 writes the users row on every beat
+                            conn.execute(
+                                "SELECT public.presence_configure(timeout_seconds => %s, "
+                                "heartbeat_interval_seconds => %s)",
+                                (TIMEOUT_S, int(INTERVAL_S)),
+                            )
                         if d.batch > 1:
                             store_batches(conn, cfg.cadence_users, d.batch)
                         # Not presence_sessions: analyzed empty, it would get plans for
