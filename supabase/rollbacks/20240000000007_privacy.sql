@@ -111,6 +111,9 @@ $$;
 
 -- No read uses it any more (the saved definitions are back).
 DROP VIEW IF EXISTS presence_private.user_presence_all_rows;
+DROP VIEW IF EXISTS presence_private.stored_presence_now;
+DROP VIEW IF EXISTS presence_private.live_session_rank;
+-- The name an earlier draft of the migration gave live_session_rank.
 DROP VIEW IF EXISTS presence_private.live_session_status;
 
 DROP FUNCTION IF EXISTS public.presence_set_invisible_for(uuid[], boolean);
