@@ -30,7 +30,7 @@
 --     probe, for callers whose policies list every user:
 --     presence_private.lists_every_user()), presence_private.stored_presence_now (every
 --     user's presence before any rule: what the rule applies to, and what the one-user
---     reads return while nobody restricts anything), presence_private.live_session_rank
+--     reads return for a user whose settings restrict nothing), presence_private.live_session_rank
 --     (the rank of the live status of each user's sessions, for presence_counts),
 --     presence_private.set_invisible(user_ids, on) (the one writer of invisible mode), presence_private.log_mask_edges(user_ids,
 --     going_invisible) (the edges others see when invisible mode flips for a user who
@@ -54,8 +54,9 @@
 --   RLS of public.users row by row), public.presence_get and
 --   public.presence_list_online (bulk reads skip the per-row RLS probe when the
 --   caller's policies list every user, and keep one plan per session; a one-id
---   presence_get while nobody restricts anything reads stored_presence_now joined
---   with public.users as the caller, without the rule's nodes in its plan),
+--   presence_get of a user whose settings restrict nothing
+--   (presence_private.user_restricting) reads stored_presence_now joined with
+--   public.users as the caller, without the rule's nodes in its plan),
 --   public.presence_is_online (plpgsql: a plan per session; the same one-id read),
 --   public.presence_counts()
 --   (visibility applied to the users whose settings can hide them; cost in proportion
@@ -742,12 +743,37 @@ COMMENT ON FUNCTION presence_private.anyone_restricting() IS
 REVOKE ALL ON FUNCTION presence_private.anyone_restricting() FROM PUBLIC, anon;
 GRANT EXECUTE ON FUNCTION presence_private.anyone_restricting() TO authenticated, service_role;
 
+-- The same question about one user: do target's settings restrict anything (or still
+-- hide a past hidden period)? visible_to depends on nothing else but who asks, so
+-- while they do not, it lets everything of target through to every viewer. One probe
+-- of presence_privacy_restricted_idx; inlined like anyone_restricting().
+CREATE OR REPLACE FUNCTION presence_private.user_restricting(target uuid)
+RETURNS TABLE (restricting boolean)
+LANGUAGE sql
+STABLE
+ROWS 1
+AS $$
+    SELECT EXISTS (
+        SELECT FROM presence_private.privacy_settings AS s
+        WHERE s.user_id OPERATOR(pg_catalog.=) target
+          AND (s.invisible OR s.presence_visibility OPERATOR(pg_catalog.<>) 'everyone'
+               OR s.last_seen_visibility OPERATOR(pg_catalog.<>) 'everyone'
+               OR s.visible_since IS NOT NULL)
+    );
+$$;
+
+COMMENT ON FUNCTION presence_private.user_restricting(uuid) IS
+    'One row: true when target''s privacy settings can hide something of target from someone (the one-id reads skip the rule otherwise).';
+
+REVOKE ALL ON FUNCTION presence_private.user_restricting(uuid) FROM PUBLIC, anon;
+GRANT EXECUTE ON FUNCTION presence_private.user_restricting(uuid) TO authenticated, service_role;
+
 -- Every user's presence before any visibility rule: the sessions' aggregate, or the
 -- stored columns for users without sessions (migration 5's rule), read with owner
 -- rights through presence_private.stored_presence and NOT filtered by the RLS of
 -- public.users. What every read derives from: user_presence_all_rows applies the rule
--- on top of it, and while nobody restricts anything the one-user reads use it as is
--- (joined with public.users as the caller: the RLS check). security_invoker, so the
+-- on top of it, and the one-user reads use it as is for a user whose settings
+-- restrict nothing (joined with public.users as the caller: the RLS check). security_invoker, so the
 -- planner merges it into each read; presence_private is never exposed through the API.
 CREATE OR REPLACE VIEW presence_private.stored_presence_now
 WITH (security_invoker = true)
@@ -1016,13 +1042,13 @@ $$;
 COMMENT ON FUNCTION public.presence_counts() IS
     'Number of users per status as the caller may see them: online, away, busy (exact, in time proportional to the users present) and offline (exact up to 10,000 users, else estimated from table statistics: offline_estimated = true).';
 
--- presence_is_online as plpgsql (its plans cached for the session). While nobody's
--- settings restrict anything (presence_private.anyone_restricting(), one probe of
+-- presence_is_online as plpgsql (its plans cached for the session). While the user's
+-- settings restrict nothing (presence_private.user_restricting(), one probe of
 -- presence_privacy_restricted_idx), presence_private.visible_to would let everything
--- through, so the read is the user's presence before any rule, as listed by the RLS of
--- public.users (a join with public.users as the caller): a plan without the rule's
--- nodes, each of which is opened and set up on every call even when it does not run.
--- Otherwise the rule, through user_presence_now.
+-- through to every viewer, so the read is the user's presence before any rule, as
+-- listed by the RLS of public.users (a join with public.users as the caller): a plan
+-- without the rule's nodes, each of which is opened and set up on every call even
+-- when it does not run. Otherwise the rule, through user_presence_now.
 CREATE OR REPLACE FUNCTION public.presence_is_online(user_id uuid)
 RETURNS boolean
 LANGUAGE plpgsql
@@ -1031,7 +1057,8 @@ SET search_path = ''
 SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
-    IF NOT (SELECT r.restricting FROM presence_private.anyone_restricting() AS r) THEN
+    IF NOT (SELECT r.restricting
+            FROM presence_private.user_restricting(presence_is_online.user_id) AS r) THEN
         RETURN coalesce(
             (SELECT p.online
              FROM public.users AS r
@@ -1069,10 +1096,11 @@ BEGIN
             coalesce(cardinality(user_ids)::text, 'NULL')
             USING ERRCODE = '22023';
     END IF;
-    -- One id while nobody's settings restrict anything (as in presence_is_online):
-    -- the user's presence before any rule, as listed by the RLS of public.users.
+    -- One id whose settings restrict nothing (as in presence_is_online): the user's
+    -- presence before any rule, as listed by the RLS of public.users.
     IF cardinality(user_ids) = 1
-       AND NOT (SELECT r.restricting FROM presence_private.anyone_restricting() AS r) THEN
+       AND NOT (SELECT r.restricting
+                FROM presence_private.user_restricting(user_ids[1]) AS r) THEN
         RETURN QUERY
             SELECT p.user_id, p.status, p.online, p.last_seen, p.last_seen, p.online_since
             FROM public.users AS r
@@ -1718,12 +1746,15 @@ BEGIN
                     ('presence_private.contact_check(uuid, uuid)'),
                     ('presence_private.forget_hidden_period()'),
                     ('presence_private.lists_every_user()'),
+                    ('presence_private.live_session_rank'),
                     ('presence_private.privacy_of(uuid)'),
                     ('presence_private.privacy_settings'),
                     ('presence_private.set_invisible(uuid[], boolean)'),
                     ('presence_private.settings_owner(uuid, text)'),
                     ('presence_private.stored_presence'),
+                    ('presence_private.stored_presence_now'),
                     ('presence_private.user_presence_all_rows'),
+                    ('presence_private.user_restricting(uuid)'),
                     ('presence_private.viewer_sees_all()'),
                     ('presence_private.visible_to(uuid, uuid)')
                 ) AS o (name)

@@ -130,6 +130,7 @@ DROP FUNCTION IF EXISTS presence_private.set_invisible(uuid[], boolean);
 DROP FUNCTION IF EXISTS presence_private.log_mask_edges(uuid[], boolean);
 DROP FUNCTION IF EXISTS presence_private.visible_to(uuid, uuid);
 DROP FUNCTION IF EXISTS presence_private.anyone_restricting();
+DROP FUNCTION IF EXISTS presence_private.user_restricting(uuid);
 DROP VIEW IF EXISTS presence_private.privacy_settings;
 DROP VIEW IF EXISTS presence_private.stored_presence;
 DROP FUNCTION IF EXISTS presence_private.contact_check(uuid, uuid);

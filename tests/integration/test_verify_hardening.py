@@ -101,8 +101,8 @@ def test_select_revoked_on_what_reads_use(
     # It really breaks the reads... (since sessions, the presence reads take the timeout
     # through the owner's aggregate: what still reads public.presence_config as the
     # caller is presence_settings(), which the clients call for their timings; since
-    # privacy, a one-id read skips the view while nobody restricts anything, so a
-    # lookup of two ids shows it)
+    # privacy, a one-id read skips the view for a user whose settings restrict nothing,
+    # so a lookup of two ids shows it)
     call: tuple[str, dict[str, Any], str | None] = (
         ("presence_settings", {}, None if role == "anon" else user)
         if relation == "presence_config"
