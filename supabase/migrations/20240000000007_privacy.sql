@@ -28,8 +28,10 @@
 --     presence_private.privacy_settings (owner-rights views the invoker reads go
 --     through), presence_private.user_presence_all_rows (the reads without the RLS
 --     probe, for callers whose policies list every user:
---     presence_private.lists_every_user()), presence_private.live_session_status (the
---     live status of each user's sessions, for presence_counts),
+--     presence_private.lists_every_user()), presence_private.stored_presence_now (every
+--     user's presence before any rule: what the rule applies to, and what the one-user
+--     reads return for a user whose settings restrict nothing), presence_private.live_session_rank
+--     (the rank of the live status of each user's sessions, for presence_counts),
 --     presence_private.set_invisible(user_ids, on) (the one writer of invisible mode), presence_private.log_mask_edges(user_ids,
 --     going_invisible) (the edges others see when invisible mode flips for a user who
 --     is online: offline, reason leave, going invisible; online, reason join, coming
@@ -51,8 +53,12 @@
 --   apply the rule; it now reads presence_private.user_presence_all_rows and checks the
 --   RLS of public.users row by row), public.presence_get and
 --   public.presence_list_online (bulk reads skip the per-row RLS probe when the
---   caller's policies list every user, and keep one plan per session),
---   public.presence_is_online (plpgsql: a plan per session), public.presence_counts()
+--   caller's policies list every user, and keep one plan per session; a one-id
+--   presence_get of a user whose settings restrict nothing
+--   (presence_private.user_restricting) reads stored_presence_now joined with
+--   public.users as the caller, without the rule's nodes in its plan),
+--   public.presence_is_online (plpgsql: a plan per session; the same one-id read),
+--   public.presence_counts()
 --   (visibility applied to the users whose settings can hide them; cost in proportion
 --   to the present users: offline is exact up to 10,000 users, else estimated from
 --   table statistics, and says so in "offline_estimated"), presence_private.can_see_events(viewer, target) (the event
@@ -737,53 +743,49 @@ COMMENT ON FUNCTION presence_private.anyone_restricting() IS
 REVOKE ALL ON FUNCTION presence_private.anyone_restricting() FROM PUBLIC, anon;
 GRANT EXECUTE ON FUNCTION presence_private.anyone_restricting() TO authenticated, service_role;
 
--- Every user's presence as the caller may see it (presence_private.visible_to), without
--- the RLS of public.users: for callers whose policies list every user (the reads
--- check presence_private.lists_every_user() first). Reads the stored columns with
--- owner rights; presence_private is never exposed through the API.
---
--- The rule is asked per user only while some user restricts what others see
--- (me.restricting: a settings row that is invisible, not 'everyone' or just out of
--- invisible mode (visible_since), found through
--- presence_privacy_restricted_idx once per query). Until then visible_to would answer
--- "everything" for every user, and asking it costs a probe of presence_privacy per
--- user: a scan of an empty table is a system call per row, about 40 % of a 1,000-id
--- lookup (docs/performance.md).
-CREATE OR REPLACE VIEW presence_private.user_presence_all_rows
+-- The same question about one user: do target's settings restrict anything (or still
+-- hide a past hidden period)? visible_to depends on nothing else but who asks, so
+-- while they do not, it lets everything of target through to every viewer. One probe
+-- of presence_privacy_restricted_idx; inlined like anyone_restricting().
+CREATE OR REPLACE FUNCTION presence_private.user_restricting(target uuid)
+RETURNS TABLE (restricting boolean)
+LANGUAGE sql
+STABLE
+ROWS 1
+AS $$
+    SELECT EXISTS (
+        SELECT FROM presence_private.privacy_settings AS s
+        WHERE s.user_id OPERATOR(pg_catalog.=) target
+          AND (s.invisible OR s.presence_visibility OPERATOR(pg_catalog.<>) 'everyone'
+               OR s.last_seen_visibility OPERATOR(pg_catalog.<>) 'everyone'
+               OR s.visible_since IS NOT NULL)
+    );
+$$;
+
+COMMENT ON FUNCTION presence_private.user_restricting(uuid) IS
+    'One row: true when target''s privacy settings can hide something of target from someone (the one-id reads skip the rule otherwise).';
+
+REVOKE ALL ON FUNCTION presence_private.user_restricting(uuid) FROM PUBLIC, anon;
+GRANT EXECUTE ON FUNCTION presence_private.user_restricting(uuid) TO authenticated, service_role;
+
+-- Every user's presence before any visibility rule: the sessions' aggregate, or the
+-- stored columns for users without sessions (migration 5's rule), read with owner
+-- rights through presence_private.stored_presence and NOT filtered by the RLS of
+-- public.users. What every read derives from: user_presence_all_rows applies the rule
+-- on top of it, and the one-user reads use it as is for a user whose settings
+-- restrict nothing (joined with public.users as the caller: the RLS check). security_invoker, so the
+-- planner merges it into each read; presence_private is never exposed through the API.
+CREATE OR REPLACE VIEW presence_private.stored_presence_now
 WITH (security_invoker = true)
 AS
 SELECT
     u.id AS user_id,
     u.status AS stored_status,
-    (NOT me.restricting OR coalesce(v.presence, false)) AND d.online AS online,
-    CASE WHEN (NOT me.restricting OR coalesce(v.presence, false)) AND d.online
-         THEN d.status ELSE 'offline' END AS status,
-    -- After a hidden period (from the frozen last seen to v.visible_since), others
-    -- never see a time from inside it: a last seen from inside is the frozen one
-    -- (offline) or the period's end (online: seen since then), and online since is no
-    -- earlier than its end.
-    CASE WHEN NOT me.restricting OR coalesce(v.last_seen, false)
-         THEN CASE WHEN d.last_seen < v.visible_since
-                        AND d.last_seen > coalesce(v.frozen_last_seen, '-infinity')
-                   THEN CASE WHEN d.online THEN v.visible_since ELSE v.frozen_last_seen END
-                   ELSE d.last_seen END
-         ELSE v.shown_last_seen END AS last_seen,
-    CASE WHEN (NOT me.restricting OR coalesce(v.presence, false)) AND d.online
-         THEN greatest(d.online_since, v.visible_since) END AS online_since
--- The flag and the caller, once per query (OFFSET 0: not re-evaluated per row). The
--- caller only when the rule runs: caller_id() parses the JWT claims, which nothing
--- else in the read needs. caller_id() resolves auth.uid() at call time, so this view
--- installs before the auth schema exists.
-FROM (
-    SELECT f.restricting,
-           CASE WHEN f.restricting THEN presence_private.caller_id() END AS viewer
-    FROM (
-        SELECT r.restricting FROM presence_private.anyone_restricting() AS r
-        OFFSET 0
-    ) AS f
-    OFFSET 0
-) AS me
-CROSS JOIN presence_private.stored_presence AS u
+    d.online,
+    CASE WHEN d.online THEN d.status ELSE 'offline' END AS status,
+    d.last_seen,
+    CASE WHEN d.online THEN d.online_since END AS online_since
+FROM presence_private.stored_presence AS u
 LEFT JOIN LATERAL (
     -- OFFSET 0 keeps this a per-user lookup (presence_sessions_user_id_idx).
     SELECT sp.live_sessions, sp.status, sp.online_since, sp.last_beat
@@ -803,12 +805,66 @@ CROSS JOIN LATERAL (
         CASE WHEN a.live_sessions IS NULL THEN u.online_since ELSE a.online_since END
             AS online_since,
         greatest(u.last_heartbeat, a.last_beat) AS last_seen
-) AS d
+) AS d;
+
+COMMENT ON VIEW presence_private.stored_presence_now IS
+    'Presence of every user before any visibility rule (sessions, or the stored columns without sessions), NOT filtered by the RLS of public.users: read it joined with public.users as the caller.';
+
+REVOKE ALL ON TABLE presence_private.stored_presence_now
+FROM PUBLIC, anon, authenticated, service_role;
+GRANT SELECT ON TABLE presence_private.stored_presence_now TO authenticated, service_role;
+
+-- Every user's presence as the caller may see it (presence_private.visible_to), without
+-- the RLS of public.users: for callers whose policies list every user (the reads
+-- check presence_private.lists_every_user() first).
+--
+-- The rule is asked per user only while some user restricts what others see
+-- (me.restricting: a settings row that is invisible, not 'everyone' or just out of
+-- invisible mode (visible_since), found through
+-- presence_privacy_restricted_idx once per query). Until then visible_to would answer
+-- "everything" for every user, and asking it costs a probe of presence_privacy per
+-- user: a scan of an empty table is a system call per row, about 40 % of a 1,000-id
+-- lookup (docs/performance.md).
+CREATE OR REPLACE VIEW presence_private.user_presence_all_rows
+WITH (security_invoker = true)
+AS
+SELECT
+    p.user_id,
+    p.stored_status,
+    (NOT me.restricting OR coalesce(v.presence, false)) AND p.online AS online,
+    CASE WHEN (NOT me.restricting OR coalesce(v.presence, false)) AND p.online
+         THEN p.status ELSE 'offline' END AS status,
+    -- After a hidden period (from the frozen last seen to v.visible_since), others
+    -- never see a time from inside it: a last seen from inside is the frozen one
+    -- (offline) or the period's end (online: seen since then), and online since is no
+    -- earlier than its end.
+    CASE WHEN NOT me.restricting OR coalesce(v.last_seen, false)
+         THEN CASE WHEN p.last_seen < v.visible_since
+                        AND p.last_seen > coalesce(v.frozen_last_seen, '-infinity')
+                   THEN CASE WHEN p.online THEN v.visible_since ELSE v.frozen_last_seen END
+                   ELSE p.last_seen END
+         ELSE v.shown_last_seen END AS last_seen,
+    CASE WHEN (NOT me.restricting OR coalesce(v.presence, false)) AND p.online
+         THEN greatest(p.online_since, v.visible_since) END AS online_since
+-- The flag and the caller, once per query (OFFSET 0: not re-evaluated per row). The
+-- caller only when the rule runs: caller_id() parses the JWT claims, which nothing
+-- else in the read needs. caller_id() resolves auth.uid() at call time, so this view
+-- installs before the auth schema exists.
+FROM (
+    SELECT f.restricting,
+           CASE WHEN f.restricting THEN presence_private.caller_id() END AS viewer
+    FROM (
+        SELECT r.restricting FROM presence_private.anyone_restricting() AS r
+        OFFSET 0
+    ) AS f
+    OFFSET 0
+) AS me
+CROSS JOIN presence_private.stored_presence_now AS p
 LEFT JOIN LATERAL (
     -- OFFSET 0: not pulled up, so the flag gates the whole lookup (a one-time filter)
     -- instead of filtering its result; a NULL answer hides (coalesce above).
     SELECT r.presence, r.last_seen, r.shown_last_seen, r.visible_since, r.frozen_last_seen
-    FROM presence_private.visible_to(me.viewer, u.id) AS r
+    FROM presence_private.visible_to(me.viewer, p.user_id) AS r
     WHERE me.restricting
     OFFSET 0
 ) AS v ON true;
@@ -834,29 +890,29 @@ WHERE EXISTS (SELECT FROM public.users AS r WHERE r.id = p.user_id);
 COMMENT ON VIEW presence_private.user_presence_now IS
     'Presence of each user the caller may list (RLS of public.users), exact at read time, as the caller may see it (presence_private.visible_to), plus the stored status.';
 
--- Per user with sessions: the status of their live sessions (online > busy > away, the
--- rule of presence_private.session_presence), NULL when none is live. One aggregate
--- where session_presence computes six: presence_counts() needs only this. Owner rights,
--- like session_presence (presence_sessions shows a user only their own rows).
-CREATE OR REPLACE VIEW presence_private.live_session_status
+-- Per user with sessions: the rank of their live sessions' aggregate status (3 online,
+-- 2 busy, 1 away: online > busy > away, the rule of presence_private.session_presence),
+-- NULL when none is live. One aggregate where session_presence computes six, and an
+-- integer that presence_counts() compares where a status would be compared as text.
+-- Owner rights, like session_presence (presence_sessions shows a user only their own
+-- rows).
+CREATE OR REPLACE VIEW presence_private.live_session_rank
 AS
 SELECT
     s.user_id,
-    CASE max(CASE WHEN s.last_beat > now() - make_interval(secs => c.timeout_seconds)
-                  THEN CASE s.status WHEN 'online' THEN 3 WHEN 'busy' THEN 2 ELSE 1 END
-             END)
-        WHEN 3 THEN 'online' WHEN 2 THEN 'busy' WHEN 1 THEN 'away'
-    END AS status
+    max(CASE WHEN s.last_beat > now() - make_interval(secs => c.timeout_seconds)
+             THEN CASE s.status WHEN 'online' THEN 3 WHEN 'busy' THEN 2 ELSE 1 END
+        END) AS rank
 FROM public.presence_sessions AS s
 CROSS JOIN public.presence_config AS c
 GROUP BY s.user_id;
 
-COMMENT ON VIEW presence_private.live_session_status IS
-    'Per user with sessions: the aggregate status of their live sessions (online > busy > away), NULL when none is live.';
+COMMENT ON VIEW presence_private.live_session_rank IS
+    'Per user with sessions: the aggregate status of their live sessions as a rank (3 online, 2 busy, 1 away), NULL when none is live.';
 
-REVOKE ALL ON TABLE presence_private.live_session_status
+REVOKE ALL ON TABLE presence_private.live_session_rank
 FROM PUBLIC, anon, authenticated, service_role;
-GRANT SELECT ON TABLE presence_private.live_session_status TO authenticated, service_role;
+GRANT SELECT ON TABLE presence_private.live_session_rank TO authenticated, service_role;
 
 -- Counts in time proportional to the users who are not offline: online, away and busy
 -- are exact (visibility applied: a user hidden from the caller counts as offline).
@@ -871,9 +927,9 @@ STABLE
 SET search_path = ''
 AS $$
 DECLARE
-    viewer uuid := presence_private.caller_id();
     live_after timestamptz := presence_private.live_after();
     every_user boolean := presence_private.lists_every_user();
+    viewer uuid;
     hiding boolean;
     n_online bigint;
     n_away bigint;
@@ -889,41 +945,61 @@ BEGIN
                       WHERE s.invisible OR s.presence_visibility <> 'everyone')
               AND NOT presence_private.viewer_sees_all();
 
-    -- The aggregation rule of presence_private.user_presence_now, as one hash join of
-    -- the users whose stored status is not offline (partial index
-    -- users_presence_active_idx) with the live status of every user with sessions.
+    -- The aggregation rule of presence_private.user_presence_now for the users whose
+    -- stored status is not offline (every user with a live session is one): the ids
+    -- from the partial index users_presence_active_idx (an index-only scan, which
+    -- visits a heap page only to check that the entry is visible), hash-joined with
+    -- the rank of every user's live sessions. Only a user without sessions (a row
+    -- written around the presence functions) has their stored columns read (the
+    -- subquery, never run for the others), and ranks are compared as integers.
+    -- OFFSET 0: the ranks are computed below the filter, so the stored columns are not
+    -- read for every user to test it.
     IF every_user AND NOT hiding THEN
         -- Nothing to check per user: the caller lists every user and nobody is hidden.
-        SELECT count(*) FILTER (WHERE l.status = 'online'),
-               count(*) FILTER (WHERE l.status = 'away'),
-               count(*) FILTER (WHERE l.status = 'busy'),
+        SELECT count(*) FILTER (WHERE l.rank = 3),
+               count(*) FILTER (WHERE l.rank = 1),
+               count(*) FILTER (WHERE l.rank = 2),
                count(*)
         INTO n_online, n_away, n_busy, n_present
         FROM (
-            SELECT CASE WHEN a.user_id IS NULL THEN u.status ELSE a.status END AS status
-            FROM presence_private.stored_presence AS u
-            LEFT JOIN presence_private.live_session_status AS a ON a.user_id = u.id
-            WHERE u.status <> 'offline'
-              AND CASE WHEN a.user_id IS NULL THEN u.last_heartbeat > live_after
-                       ELSE a.status IS NOT NULL END
-        ) AS l;
+            SELECT CASE
+                       WHEN a.user_id IS NOT NULL THEN a.rank
+                       ELSE (SELECT CASE x.status WHEN 'online' THEN 3 WHEN 'busy' THEN 2 ELSE 1 END
+                             FROM presence_private.stored_presence AS x
+                             WHERE x.id = u.id AND x.status <> 'offline'
+                               AND x.last_heartbeat > live_after)
+                   END AS rank
+            FROM (SELECT p.id FROM presence_private.stored_presence AS p
+                  WHERE p.status <> 'offline') AS u
+            LEFT JOIN presence_private.live_session_rank AS a ON a.user_id = u.id
+            OFFSET 0
+        ) AS l
+        WHERE l.rank IS NOT NULL;
     ELSE
         -- Per user: the RLS of public.users as the caller (unless it lists every user),
         -- and presence_private.visible_to for the users whose settings can hide them.
-        SELECT count(*) FILTER (WHERE l.status = 'online'),
-               count(*) FILTER (WHERE l.status = 'away'),
-               count(*) FILTER (WHERE l.status = 'busy'),
+        viewer := presence_private.caller_id();
+        SELECT count(*) FILTER (WHERE l.rank = 3),
+               count(*) FILTER (WHERE l.rank = 1),
+               count(*) FILTER (WHERE l.rank = 2),
                count(*)
         INTO n_online, n_away, n_busy, n_present
         FROM (
-            SELECT u.id, CASE WHEN a.user_id IS NULL THEN u.status ELSE a.status END AS status
-            FROM presence_private.stored_presence AS u
-            LEFT JOIN presence_private.live_session_status AS a ON a.user_id = u.id
-            WHERE u.status <> 'offline'
-              AND CASE WHEN a.user_id IS NULL THEN u.last_heartbeat > live_after
-                       ELSE a.status IS NOT NULL END
+            SELECT u.id,
+                   CASE
+                       WHEN a.user_id IS NOT NULL THEN a.rank
+                       ELSE (SELECT CASE x.status WHEN 'online' THEN 3 WHEN 'busy' THEN 2 ELSE 1 END
+                             FROM presence_private.stored_presence AS x
+                             WHERE x.id = u.id AND x.status <> 'offline'
+                               AND x.last_heartbeat > live_after)
+                   END AS rank
+            FROM (SELECT p.id FROM presence_private.stored_presence AS p
+                  WHERE p.status <> 'offline') AS u
+            LEFT JOIN presence_private.live_session_rank AS a ON a.user_id = u.id
+            OFFSET 0
         ) AS l
-        WHERE (every_user OR EXISTS (SELECT FROM public.users AS r WHERE r.id = l.id))
+        WHERE l.rank IS NOT NULL
+          AND (every_user OR EXISTS (SELECT FROM public.users AS r WHERE r.id = l.id))
           AND (NOT hiding OR NOT EXISTS (
                   SELECT FROM presence_private.privacy_settings AS s
                   WHERE s.user_id = l.id
@@ -966,7 +1042,13 @@ $$;
 COMMENT ON FUNCTION public.presence_counts() IS
     'Number of users per status as the caller may see them: online, away, busy (exact, in time proportional to the users present) and offline (exact up to 10,000 users, else estimated from table statistics: offline_estimated = true).';
 
--- presence_is_online as plpgsql (its plan cached for the session) over the same view.
+-- presence_is_online as plpgsql (its plans cached for the session). While the user's
+-- settings restrict nothing (presence_private.user_restricting(), one probe of
+-- presence_privacy_restricted_idx), presence_private.visible_to would let everything
+-- through to every viewer, so the read is the user's presence before any rule, as
+-- listed by the RLS of public.users (a join with public.users as the caller): a plan
+-- without the rule's nodes, each of which is opened and set up on every call even
+-- when it does not run. Otherwise the rule, through user_presence_now.
 CREATE OR REPLACE FUNCTION public.presence_is_online(user_id uuid)
 RETURNS boolean
 LANGUAGE plpgsql
@@ -975,6 +1057,16 @@ SET search_path = ''
 SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
+    IF NOT (SELECT r.restricting
+            FROM presence_private.user_restricting(presence_is_online.user_id) AS r) THEN
+        RETURN coalesce(
+            (SELECT p.online
+             FROM public.users AS r
+             JOIN presence_private.stored_presence_now AS p ON p.user_id = r.id
+             WHERE r.id = presence_is_online.user_id),
+            false
+        );
+    END IF;
     -- The rule: presence_private.visible_to, through user_presence_now.
     RETURN coalesce(
         (SELECT p.online FROM public.user_presence AS p WHERE p.user_id = presence_is_online.user_id),
@@ -1004,7 +1096,19 @@ BEGIN
             coalesce(cardinality(user_ids)::text, 'NULL')
             USING ERRCODE = '22023';
     END IF;
-    -- Both branches apply presence_private.visible_to (through the views).
+    -- One id whose settings restrict nothing (as in presence_is_online): the user's
+    -- presence before any rule, as listed by the RLS of public.users.
+    IF cardinality(user_ids) = 1
+       AND NOT (SELECT r.restricting
+                FROM presence_private.user_restricting(user_ids[1]) AS r) THEN
+        RETURN QUERY
+            SELECT p.user_id, p.status, p.online, p.last_seen, p.last_seen, p.online_since
+            FROM public.users AS r
+            JOIN presence_private.stored_presence_now AS p ON p.user_id = r.id
+            WHERE r.id = user_ids[1];
+        RETURN;
+    END IF;
+    -- Both other branches apply presence_private.visible_to (through the views).
     IF cardinality(user_ids) > 16 AND presence_private.lists_every_user() THEN
         RETURN QUERY
             SELECT p.user_id, p.status, p.online, p.last_seen, p.last_seen, p.online_since
@@ -1642,12 +1746,15 @@ BEGIN
                     ('presence_private.contact_check(uuid, uuid)'),
                     ('presence_private.forget_hidden_period()'),
                     ('presence_private.lists_every_user()'),
+                    ('presence_private.live_session_rank'),
                     ('presence_private.privacy_of(uuid)'),
                     ('presence_private.privacy_settings'),
                     ('presence_private.set_invisible(uuid[], boolean)'),
                     ('presence_private.settings_owner(uuid, text)'),
                     ('presence_private.stored_presence'),
+                    ('presence_private.stored_presence_now'),
                     ('presence_private.user_presence_all_rows'),
+                    ('presence_private.user_restricting(uuid)'),
                     ('presence_private.viewer_sees_all()'),
                     ('presence_private.visible_to(uuid, uuid)')
                 ) AS o (name)

@@ -111,6 +111,9 @@ $$;
 
 -- No read uses it any more (the saved definitions are back).
 DROP VIEW IF EXISTS presence_private.user_presence_all_rows;
+DROP VIEW IF EXISTS presence_private.stored_presence_now;
+DROP VIEW IF EXISTS presence_private.live_session_rank;
+-- The name an earlier draft of the migration gave live_session_rank.
 DROP VIEW IF EXISTS presence_private.live_session_status;
 
 DROP FUNCTION IF EXISTS public.presence_set_invisible_for(uuid[], boolean);
@@ -127,6 +130,7 @@ DROP FUNCTION IF EXISTS presence_private.set_invisible(uuid[], boolean);
 DROP FUNCTION IF EXISTS presence_private.log_mask_edges(uuid[], boolean);
 DROP FUNCTION IF EXISTS presence_private.visible_to(uuid, uuid);
 DROP FUNCTION IF EXISTS presence_private.anyone_restricting();
+DROP FUNCTION IF EXISTS presence_private.user_restricting(uuid);
 DROP VIEW IF EXISTS presence_private.privacy_settings;
 DROP VIEW IF EXISTS presence_private.stored_presence;
 DROP FUNCTION IF EXISTS presence_private.contact_check(uuid, uuid);

@@ -37,6 +37,7 @@ PRIVACY_FUNCTION_GRANTS = {
     "presence_private.log_mask_edges(uuid[], boolean)": (False, False, False),
     "presence_private.forget_hidden_period()": (False, False, False),
     "presence_private.anyone_restricting()": (False, True, True),
+    "presence_private.user_restricting(uuid)": (False, True, True),
     "presence_private.settings_owner(uuid, text)": (False, False, False),
     "presence_private.privacy_of(uuid)": (False, False, False),
     "presence_private.caller_role()": (False, False, False),

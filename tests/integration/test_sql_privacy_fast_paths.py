@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from privacy_support import install_friendships, set_invisible, set_visibility
+from psycopg import sql
 from sessions_support import new_id
 
 from presence_sdk.testing import PresenceDatabase, call_rpc
@@ -88,13 +89,15 @@ def counts_of(db: PresenceDatabase, viewer: str | None) -> dict[str, int]:
 
 
 def brute_force(db: PresenceDatabase, viewer: str | None, ids: list[str]) -> dict[str, Any]:
-    """Every user through presence_get (more than 16 ids: the bulk read) and through the
-    view, one by one (the one-user read); both must agree."""
+    """Every user through presence_get (more than 16 ids: the bulk read) and one by one
+    (the one-id read, and presence_is_online: without the rule's plan for users whose
+    settings restrict nothing); all must agree."""
     kwargs: dict[str, Any] = {"user_id": viewer} if viewer else {"role": "service_role"}
     bulk = {r["user_id"]: r for r in db.rpc("presence_get", {"user_ids": ids}, **kwargs)}
-    for user in ids[:: max(1, len(ids) // 8)]:
+    for user in ids:
         (one,) = db.rpc("presence_get", {"user_ids": [user]}, **kwargs)
         assert one == bulk[user]
+        assert db.rpc("presence_is_online", {"user_id": user}, **kwargs) is bulk[user]["online"]
     tally = Counter(r["status"] for r in bulk.values())
     return {"rows": bulk, "counts": {s: tally[s] for s in (*STATUSES, "offline")}}
 
@@ -195,29 +198,59 @@ def test_counts_apply_the_users_policy_without_settings(presence_db: PresenceDat
 
 def test_one_session_follows_settings_on_the_next_read(presence_db: PresenceDatabase) -> None:
     """PostgREST keeps its connections: the plans cached in one session (the lookups
-    keep a generic plan) must see the shortcut turn on and off with the settings."""
+    keep a generic plan) must see the shortcut turn on and off with the settings, on
+    the bulk lookup, the one-id lookup and presence_is_online (which skip the rule's
+    nodes altogether for a user whose settings restrict nothing)."""
     w = world(presence_db)
     target = sorted(w["truth"])[0]
     ids = w["users"]
     claims = {"sub": w["reader"]}
     with presence_db.connect() as conn:
 
-        def read() -> tuple[str, int]:
-            rows = call_rpc(conn, "presence_get", {"user_ids": ids}, role="authenticated",
-                            claims=claims)  # fmt: skip
-            counts = call_rpc(conn, "presence_counts", {}, role="authenticated", claims=claims)
-            (row,) = [r for r in rows if r["user_id"] == target]
-            return row["status"], counts[w["truth"][target]]
+        def rpc(fn: str, args: dict[str, Any]) -> Any:
+            return call_rpc(conn, fn, args, role="authenticated", claims=claims)
 
-        status, counted = read()
+        def read() -> tuple[str, str, bool, int]:
+            rows = rpc("presence_get", {"user_ids": ids})
+            (one,) = rpc("presence_get", {"user_ids": [target]})
+            online = rpc("presence_is_online", {"user_id": target})
+            counts = rpc("presence_counts", {})
+            (row,) = [r for r in rows if r["user_id"] == target]
+            assert one == row
+            return row["status"], one["status"], online, counts[w["truth"][target]]
+
+        status, _, _, counted = read()
         assert status == w["truth"][target]
+        shown = (status, status, True, counted)
+        hidden = ("offline", "offline", False, counted - 1)
         for _ in range(6):  # past the custom plans: the generic ones are in use
-            assert read() == (status, counted)
+            assert read() == shown
         set_invisible(presence_db, target, True)
-        assert read() == ("offline", counted - 1)
+        assert read() == hidden
         set_invisible(presence_db, target, False)
-        assert read() == (status, counted)
+        assert read() == shown
         set_visibility(presence_db, target, presence="nobody")
-        assert read() == ("offline", counted - 1)
+        assert read() == hidden
         set_visibility(presence_db, target, presence="everyone")
-        assert read() == (status, counted)
+        assert read() == shown
+
+
+def test_one_id_reads_apply_the_users_policy_without_settings(
+    presence_db: PresenceDatabase,
+) -> None:
+    """No settings: the one-id reads skip the rule, never the RLS of public.users (a
+    user the caller may not list is left out, and is not online)."""
+    w = world(presence_db)
+    listed, unlisted = sorted(w["truth"])[:2]
+    with presence_db.connect() as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE POLICY only_listed ON public.users AS RESTRICTIVE FOR SELECT "
+                "TO authenticated USING (id IN ({}::uuid, {}::uuid))"
+            ).format(sql.Literal(listed), sql.Literal(w["reader"]))
+        )
+    (row,) = presence_db.rpc("presence_get", {"user_ids": [listed]}, user_id=w["reader"])
+    assert (row["user_id"], row["status"], row["online"]) == (listed, w["truth"][listed], True)
+    assert presence_db.rpc("presence_get", {"user_ids": [unlisted]}, user_id=w["reader"]) == []
+    assert presence_db.rpc("presence_is_online", {"user_id": listed}, user_id=w["reader"])
+    assert not presence_db.rpc("presence_is_online", {"user_id": unlisted}, user_id=w["reader"])

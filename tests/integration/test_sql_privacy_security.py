@@ -43,7 +43,8 @@ RELATION_GRANTS = {
     "presence_private.stored_presence": (False, True, True),
     "presence_private.privacy_settings": (False, True, True),
     "presence_private.user_presence_all_rows": (False, True, True),
-    "presence_private.live_session_status": (False, True, True),
+    "presence_private.stored_presence_now": (False, True, True),
+    "presence_private.live_session_rank": (False, True, True),
     "presence_private.privacy_replaced_definitions": (False, False, False),
     "presence_private.privacy_narrowed_select": (False, False, False),
 }

@@ -380,7 +380,7 @@ def test_security_definer_functions_pin_an_empty_search_path(
         "SELECT proname, proconfig FROM pg_proc "
         "WHERE pronamespace = 'presence_private'::regnamespace "
         "AND proname NOT IN ('visible_to', 'viewer_sees_all', 'lists_every_user', "
-        "'can_see_event', 'event_audience', 'anyone_restricting') ORDER BY 1"
+        "'can_see_event', 'event_audience', 'anyone_restricting', 'user_restricting') ORDER BY 1"
     )
     assert internal
     assert all('search_path=""' in r["proconfig"] for r in internal), internal

@@ -222,6 +222,7 @@ def test_security_definer_functions_pin_search_path() -> None:
         "presence_private.can_see_event",
         "presence_private.event_audience",
         "presence_private.anyone_restricting",
+        "presence_private.user_restricting",
     }
     for name, body in functions:
         if name in unpinned:
