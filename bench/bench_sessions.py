@@ -137,8 +137,9 @@ class Design:
     description: str
     batch: int  # sessions per request
     legacy: bool = False  # runs on a 0.1.0 database (migrations 1-3)
-    # False: before each round the users' stored last_heartbeat is set to the round's
-    # start, so no beat of the round is due to refresh it: the session's own cost.
+    # False: before each round the sessions' refreshed_at is set to the round's start,
+    # so no beat of the round is due to refresh users.last_heartbeat: the session's own
+    # cost.
     refresh: bool = True
 
     def script(self) -> str:
@@ -188,8 +189,9 @@ DESIGNS = (
     Design(
         "session_beat_no_refresh",
         "per-session beat, no refresh due",
-        "the same requests as the per-session beat, with every user's stored "
-        "last_heartbeat set to the start of the round: no beat refreshes public.users, "
+        "the same requests as the per-session beat, with every session's record of its "
+        "last refresh (refreshed_at) set to the start of the round: no beat refreshes "
+        "public.users, "
         "so this is what the session itself costs (not a real cadence: it shows the "
         "share of the seed contract's refresh in the per-session beat)",
         1,
