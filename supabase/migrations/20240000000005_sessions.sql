@@ -632,21 +632,22 @@ BEGIN
             device = coalesce(new_device, s.device),
             metadata = coalesce(new_metadata, s.metadata),
             refreshed_at = CASE
-                WHEN u.last_heartbeat IS NULL
-                     OR u.last_heartbeat < beat_at - make_interval(
-                            secs => c.timeout_seconds - 2 * c.heartbeat_interval_seconds)
-                    THEN beat_at
+                WHEN u.last_heartbeat IS NULL OR u.last_heartbeat < c.refresh_before THEN beat_at
                 ELSE u.last_heartbeat
             END
-        FROM public.presence_config AS c, public.users AS u
+        FROM (
+            SELECT c.timeout_seconds,
+                   beat_at - make_interval(
+                       secs => c.timeout_seconds - 2 * c.heartbeat_interval_seconds) AS refresh_before
+            FROM public.presence_config AS c
+        ) AS c,
+        public.users AS u
         WHERE s.session_id = sid
           AND s.user_id = uid
           AND s.status = new_status
           AND s.last_beat > beat_at - make_interval(secs => c.timeout_seconds)
           AND u.id = uid
-        RETURNING u.status,
-                  beat_at - make_interval(secs => c.timeout_seconds - 2 * c.heartbeat_interval_seconds)
-                      AS refresh_before
+        RETURNING u.status, c.refresh_before
     ),
     refreshed AS (
         UPDATE public.users AS u

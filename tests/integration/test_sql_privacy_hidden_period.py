@@ -85,6 +85,18 @@ def settings(db: PresenceDatabase, target: str) -> dict[str, Any]:
     return rows[0]
 
 
+def leave_while_invisible(db: PresenceDatabase, target: str) -> datetime | None:
+    """The target's only device beats, a hidden period starts, the device leaves inside
+    it, and the period ends. Returns the frozen last seen (others' view of the leave)."""
+    phone = new_id()
+    beat(db, target, phone)
+    set_invisible(db, target, True)
+    frozen: datetime | None = settings(db, target)["frozen_last_seen"]
+    leave(db, target, phone)  # offline while invisible: its time is hidden
+    set_invisible(db, target, False)
+    return frozen
+
+
 def test_a_session_started_while_invisible_is_dated_from_the_end_of_the_period(
     presence_db: PresenceDatabase, people: dict[str, str]
 ) -> None:
@@ -135,14 +147,10 @@ def test_a_device_that_left_while_invisible_leaves_the_frozen_last_seen(
     presence_db: PresenceDatabase, people: dict[str, str]
 ) -> None:
     db, target = presence_db, people["target"]
-    phone = new_id()
-    beat(db, target, phone)
-    set_invisible(db, target, True)
-    frozen = settings(db, target)["frozen_last_seen"]
-    leave(db, target, phone)  # offline while invisible: its time is hidden
-    left = truth(db, target)["last_seen"]
+    frozen = leave_while_invisible(db, target)
+    left = truth(db, target)["last_seen"]  # invisible mode never changes the truth
+    assert frozen is not None
     assert frozen < left
-    set_invisible(db, target, False)
     # Nobody else restricts anything: the rule runs for the row out of invisible mode.
     assert db.query(
         "SELECT count(*) AS n FROM public.presence_privacy "
@@ -162,11 +170,8 @@ def test_the_next_transition_after_the_period_shows_the_truth_again_and_forgets_
     presence_db: PresenceDatabase, people: dict[str, str]
 ) -> None:
     db, target = presence_db, people["target"]
-    phone, laptop = new_id(), new_id()
-    beat(db, target, phone)
-    set_invisible(db, target, True)
-    leave(db, target, phone)
-    set_invisible(db, target, False)
+    laptop = new_id()
+    leave_while_invisible(db, target)
     assert settings(db, target)["visible_since"] is not None
     beat(db, target, laptop)  # comes online after the period
     came = truth(db, target)["online_since"]
@@ -191,12 +196,7 @@ def test_going_invisible_again_keeps_the_last_seen_others_were_shown(
     presence_db: PresenceDatabase, people: dict[str, str]
 ) -> None:
     db, target = presence_db, people["target"]
-    phone = new_id()
-    beat(db, target, phone)
-    set_invisible(db, target, True)
-    frozen = settings(db, target)["frozen_last_seen"]
-    leave(db, target, phone)
-    set_invisible(db, target, False)
+    frozen = leave_while_invisible(db, target)
     assert seen(db, people, "stranger")["last_seen"] == frozen
     set_invisible(db, target, True)  # offline, with a last seen from the old period
     assert settings(db, target)["frozen_last_seen"] == frozen
